@@ -1,0 +1,65 @@
+"""Every example of the README runs: its commands (bar the pip installs) and its Python blocks.
+The README's test command is the one CI runs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
+
+
+def _commands(block: str) -> list[list[str]]:
+    """Shell commands of a block, one per `&&` segment, comments dropped, pip installs skipped."""
+    commands = []
+    for line in block.splitlines():
+        line = line.split("#", 1)[0].strip()
+        for part in filter(None, (p.strip() for p in line.split("&&"))):
+            if part.startswith("pip install"):
+                continue
+            commands.append(shlex.split(part))
+    return commands
+
+
+def _run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    assert words[0] == "umd", f"README command {words} is not covered by this test"
+    return subprocess.run([sys.executable, "-m", "umd_dataset.cli", *words[1:]], cwd=cwd, capture_output=True, text=True)
+
+
+def test_readme_opens_with_install_and_test_commands():
+    bash = [code for lang, code in BLOCKS if lang == "bash"]
+    install, test = bash[0].strip(), bash[1].strip()
+    assert install.startswith("pip install") and "umd synth" in install
+    assert test.startswith("pip install") and "pytest" in test
+    ci = (REPO / ".ci" / "run").read_text()
+    assert test in ci.splitlines(), "the README's test command must be the one .ci/run runs"
+
+
+def test_every_readme_example_runs(tmp_path):
+    for lang, code in BLOCKS:
+        if lang == "bash":
+            for words in _commands(code):
+                if words[0] == "python":  # the test command itself
+                    continue
+                result = _run(words, tmp_path)
+                assert result.returncode == 0, f"{shlex.join(words)} failed:\n{result.stdout}\n{result.stderr}"
+        elif lang == "python":
+            result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+            assert result.returncode == 0, f"README Python block failed:\n{code}\n{result.stderr}"
+    assert (tmp_path / "umd-mini" / "release.json").is_file()
+
+
+def test_readme_error_example_is_true(small_release):
+    import pytest
+
+    from umd_dataset import UnknownNameError
+
+    quoted = re.search(r"`release\.select\(study=\"pet_ct\"\)` says\s+`([^`]+)`", README).group(1)
+    with pytest.raises(UnknownNameError) as caught:
+        small_release.select(study="pet_ct")
+    assert str(caught.value).startswith(quoted)
