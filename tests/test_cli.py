@@ -50,3 +50,31 @@ def test_synth_shows_progress_and_help_is_fast(tmp_path):
     assert open_release(tmp_path / "r").info.counts["subjects"] == 1
     help_text = umd("--help").stdout
     assert all(command in help_text for command in ("synth", "info", "verify"))
+
+
+def test_labels_commands(small_release_root, small_release, tmp_path):
+    schema = umd("labels", "schema")
+    assert schema.returncode == 0 and " 9  urinary_bladder" in schema.stdout
+    assert "totalsegmentator_total_v1" in umd("labels", "sources").stdout
+    table = umd("labels", "source", "totalsegmentator_total_v1").stdout
+    assert "urinary_bladder  <- 104 urinary_bladder" in table and "heart_myocardium" in table
+    assert "not provided" in umd("labels", "source", "amos22").stdout
+    resolved = umd("labels", "resolve", "Lt Kidney", "gall bladder").stdout
+    assert "-> kidney_left" in resolved and "-> outside_schema" in resolved
+    unknown = umd("labels", "resolve", "tumour")
+    assert unknown.returncode == 2 and "Unknown label name 'tumour'" in unknown.stderr
+    assert "Organ masks in all:" in umd("labels", "coverage", str(small_release_root)).stdout
+
+    from test_harmonize import to_total
+    from umd_dataset.io import read_nifti, write_nifti
+
+    record = small_release.pairs()[0].studies["petct"].scans["ct"]
+    labels, affine = read_nifti(small_release.label_path(record))
+    write_nifti(tmp_path / "total.nii.gz", to_total(labels), affine)
+    out = tmp_path / "h.nii.gz"
+    done = umd("labels", "harmonize", str(tmp_path / "total.nii.gz"), str(out), "--source", "totalsegmentator_total",
+               "--target", str(small_release.image_path(record)))
+    assert done.returncode == 0, done.stderr
+    assert "gallbladder (outside_schema, 500 voxels)" in done.stdout
+    assert (read_nifti(out)[0] == labels).all()
+    assert json.loads((tmp_path / "h.provenance.json").read_text())["source"] == "totalsegmentator_total"

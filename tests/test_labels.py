@@ -33,7 +33,8 @@ def test_schema_v1_is_pinned():
     assert [(o.id, o.slug, o.snomed_code, o.laterality) for o in schema] == GOLDEN
     assert len({o.color for o in schema}) == len(schema), "display colours must differ"
     assert all(len(o.color) == 3 and all(0 <= c <= 255 for c in o.color) for o in schema)
-    assert schema.laterality_codes["left"] == ("7771000", "Left")
+    assert schema.laterality_codes["left"] == ("7771000", "Left", "G-A101")
+    assert schema.organ("liver").srt_code == "T-62000" and schema.organ("brain").srt_code == "T-A0100"
 
 
 def test_lookup_by_id_and_slug():
@@ -83,3 +84,49 @@ def test_schema_modules_import_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- schema versions -------------------------------------------------------------------------
+
+from umd_dataset.errors import UMDError  # noqa: E402
+from umd_dataset.labels import SchemaConversion, convert_label_map, load_conversions  # noqa: E402
+
+
+def _v2() -> LabelSchema:
+    """A hypothetical next schema: gallbladder added as id 14."""
+    data = load_schema(1).to_dict()
+    data["version"] = 2
+    data["organs"].append(
+        {"id": 14, "slug": "gallbladder", "name": "Gallbladder", "laterality": None,
+         "snomed": {"code": "28231008", "meaning": "Gallbladder", "srt": "T-63000"}, "color": [0, 200, 0], "synonyms": []}
+    )
+    return LabelSchema.from_dict(data)
+
+
+UP = SchemaConversion("umd-v1", "umd-v2", {i: i for i in range(1, 14)}, "gallbladder added")
+DOWN = SchemaConversion("umd-v2", "umd-v1", {**{i: i for i in range(1, 14)}, 14: 0}, "gallbladder dropped")
+
+
+def test_conversion_between_versions_is_explicit_and_lossless_where_it_can_be():
+    v1, v2 = load_schema(1), _v2()
+    labels = np.array([[[0, 1, 9, 13]]], dtype=np.uint8)
+    up = convert_label_map(labels, v1, v2, conversions=(UP, DOWN))
+    assert np.array_equal(up, labels)
+    with_gallbladder = up.copy()
+    with_gallbladder[0, 0, 0] = 14
+    down = convert_label_map(with_gallbladder, v2, v1, conversions=(UP, DOWN))
+    assert down.tolist() == [[[0, 1, 9, 13]]]
+
+
+def test_conversion_must_map_every_id():
+    incomplete = SchemaConversion("umd-v1", "umd-v2", {i: i for i in range(1, 13)})
+    with pytest.raises(UMDError, match=r"source ids without a mapping \[13\]"):
+        convert_label_map(np.zeros((1, 1, 1), np.uint8), load_schema(1), _v2(), conversions=(incomplete,))
+
+
+def test_no_conversion_path():
+    with pytest.raises(UMDError, match="No conversion from label schema umd-v1 to umd-v2"):
+        convert_label_map(np.zeros((1, 1, 1), np.uint8), load_schema(1), _v2())
+    assert load_conversions() == ()  # umd-v1 is the first schema: nothing ships yet
+    same = convert_label_map(np.ones((2, 2, 2), np.uint8), load_schema(1), load_schema(1))
+    assert same.sum() == 8

@@ -31,6 +31,11 @@ __all__ = [
     "modalities",
     "synthesize",
     "SynthConfig",
+    "harmonize",
+    "HarmonizeOptions",
+    "load_source",
+    "list_sources",
+    "coverage",
     "UMDError",
     "ReleaseNotFoundError",
     "IncompleteReleaseError",
@@ -55,6 +60,11 @@ _LAZY = {
     "modalities": "umd_dataset.modalities",
     "synthesize": "umd_dataset.synthetic",
     "SynthConfig": "umd_dataset.synthetic",
+    "harmonize": "umd_dataset.harmonize",
+    "HarmonizeOptions": "umd_dataset.harmonize",
+    "load_source": "umd_dataset.sources",
+    "list_sources": "umd_dataset.sources",
+    "coverage": "umd_dataset.coverage",
     "UMDError": "umd_dataset.errors",
     "ReleaseNotFoundError": "umd_dataset.errors",
     "IncompleteReleaseError": "umd_dataset.errors",
@@ -82,6 +92,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from umd_dataset.coverage import coverage
     from umd_dataset.errors import (
         IncompleteReleaseError,
         ReleaseFormatError,
@@ -92,9 +103,11 @@ if TYPE_CHECKING:
         UnsafePathError,
         VerificationError,
     )
+    from umd_dataset.harmonize import HarmonizeOptions, harmonize
     from umd_dataset.index import Release, Study, Subject, open_release
     from umd_dataset.labels import LabelSchema, Organ, load_schema
     from umd_dataset.modalities import modalities
     from umd_dataset.release import ReleaseInfo, ScanRecord
+    from umd_dataset.sources import list_sources, load_source
     from umd_dataset.synthetic import SynthConfig, synthesize
     from umd_dataset.verify import VerificationReport

@@ -90,6 +90,127 @@ def verify(
         raise typer.Exit(1)
 
 
+labels_app = typer.Typer(
+    help="The label schema, the alias tables of annotation sources, harmonization and coverage.",
+    no_args_is_help=True,
+)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("schema")
+def labels_schema(
+    version: Optional[int] = typer.Option(None, help="Schema version (default: the latest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the schema as JSON."),
+) -> None:
+    """List the organs of the label schema: id, slug, name, laterality, SNOMED CT code."""
+    from umd_dataset.labels import load_schema
+
+    schema = load_schema(version)
+    if as_json:
+        typer.echo(json.dumps(schema.to_dict(), indent=2))
+        return
+    typer.echo(f"label schema {schema.key} (0 = background)")
+    typer.echo(f"{'id':>3}  {'slug':<16} {'name':<16} {'laterality':<10} {'SNOMED CT':<10} synonyms")
+    for o in schema:
+        typer.echo(f"{o.id:>3}  {o.slug:<16} {o.name:<16} {o.laterality or '':<10} {o.snomed_code:<10} {', '.join(o.synonyms)}")
+
+
+@labels_app.command("sources")
+def labels_sources() -> None:
+    """List the annotation sources with an alias table."""
+    from umd_dataset.sources import list_sources, load_source
+
+    for key in list_sources():
+        table = load_source(key)
+        flag = "" if table.verified else "  (not verified against the source)"
+        typer.echo(f"{key:<38} {len(table.labels):>4} labels  {len(table.organs):>2}/13 organs  {table.title}{flag}")
+
+
+@labels_app.command("source")
+def labels_source(
+    key: str = typer.Argument(..., help="Source key, e.g. totalsegmentator_total (see `umd labels sources`)."),
+    all_labels: bool = typer.Option(False, "--all", help="Also list the labels outside the schema."),
+) -> None:
+    """Show a source's table: which source ids and names form each organ, and what it cannot provide."""
+    from umd_dataset.labels import load_schema
+    from umd_dataset.sources import load_source
+
+    table = load_source(key)
+    schema = load_schema()
+    typer.echo(f"{table.title}\nversion: {table.version}\nread from: {table.reference}\nverified: {table.verified}")
+    if table.note:
+        typer.echo(f"note: {table.note}")
+    typer.echo(f"\n{'organ':<16} <- source labels (id name)")
+    for organ in schema:
+        if organ.slug in table.organs:
+            members = ", ".join(f"{table.id_of(n)} {n}" for n in table.organs[organ.slug])
+            typer.echo(f"{organ.slug:<16} <- {members}")
+        else:
+            typer.echo(f"{organ.slug:<16}    not provided: {table.unavailable[organ.slug]}")
+    for name, why in table.lossy.items():
+        typer.echo(f"lossy: {table.id_of(name)} {name}: {why}")
+    if all_labels:
+        mapped = table.name_to_organ
+        others = [f"{i} {n}" for i, n in table.labels.items() if n not in mapped and n not in table.lossy]
+        typer.echo("outside the schema: " + ", ".join(others))
+
+
+@labels_app.command("resolve")
+def labels_resolve(names: list[str] = typer.Argument(..., help="Label names as typed, e.g. 'Lt Kidney'.")) -> None:
+    """Show which organ each free-text label name means."""
+    from umd_dataset.names import name_index
+
+    index = name_index()
+    for name in names:
+        found = index.resolve(name)
+        typer.echo(f"{name!r:<30} -> {found.organ or found.kind}{'  (' + found.reason + ')' if found.reason else ''}")
+
+
+@labels_app.command("harmonize")
+def labels_harmonize(
+    input: Path = typer.Argument(..., help="A multi-label NIfTI, a folder of per-organ masks, or a DICOM SEG file."),
+    out: Path = typer.Argument(..., help="Output label map (.nii.gz) with canonical organ ids."),
+    source: Optional[str] = typer.Option(None, help="Source table of the input's labels (see `umd labels sources`)."),
+    target: Optional[Path] = typer.Option(None, help="NIfTI scan whose grid the result must lie on."),
+    overlap: str = typer.Option("error", help="Voxels claimed by two organs: error, smallest, largest, or a comma-separated priority list of organs."),
+    drop: list[str] = typer.Option([], help="Source label to leave out on purpose (repeatable)."),
+    alias: list[str] = typer.Option([], help="NAME=ORGAN for a name the package does not know (repeatable)."),
+    unknown: str = typer.Option("error", help="Unknown labels: error or drop."),
+    provenance: Optional[Path] = typer.Option(None, help="Write the provenance record (JSON) here (default: OUT with .provenance.json)."),
+) -> None:
+    """Map any annotation source onto the label schema and write the canonical label map."""
+    from umd_dataset.harmonize import HarmonizeOptions, harmonize
+
+    policy = overlap if overlap in ("error", "smallest", "largest") else tuple(p.strip() for p in overlap.split(","))
+    aliases = {}
+    for item in alias:
+        name, _, organ = item.partition("=")
+        if not organ:
+            raise typer.BadParameter(f"--alias takes NAME=ORGAN, got {item!r}")
+        aliases[name] = organ
+    options = HarmonizeOptions(overlap=policy, drop=tuple(drop), aliases=aliases, unknown=unknown)
+    result = harmonize(input, source, target=target, options=options)
+    record = provenance or out.with_name(out.name.replace(".nii.gz", "").replace(".nii", "") + ".provenance.json")
+    result.save(out, record)
+    typer.echo(result.provenance.summary())
+    typer.echo(f"wrote {out} and {record}")
+
+
+@labels_app.command("coverage")
+def labels_coverage(
+    root: Path = typer.Argument(..., help="Release folder."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV."),
+) -> None:
+    """Per organ, per study and scan: how many label maps contain it (reads the index only)."""
+    from umd_dataset.coverage import coverage
+    from umd_dataset.index import open_release
+
+    report = coverage(open_release(root))
+    typer.echo(report.to_markdown())
+    if csv_path is not None:
+        report.write_csv(csv_path)
+
+
 def main() -> None:
     """Entry point of the `umd` console script: package errors print as one message, exit code 2."""
     try:

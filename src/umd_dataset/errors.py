@@ -18,6 +18,11 @@ __all__ = [
     "UnsafePathError",
     "VerificationError",
     "UnknownNameError",
+    "UnknownLabelError",
+    "GridMismatchError",
+    "MaskValueError",
+    "LabelOverlapError",
+    "LossyLabelError",
     "did_you_mean",
 ]
 
@@ -56,6 +61,26 @@ class VerificationError(UMDError):
 
 class UnknownNameError(UMDError, ValueError):
     """A name (organ, study, scan, split, option) that is not one of the allowed values."""
+
+
+class UnknownLabelError(UnknownNameError):
+    """A source label (name or id) that maps to no organ of the schema and is not a known structure."""
+
+
+class GridMismatchError(UMDError, ValueError):
+    """A mask or label map that does not lie on the grid it must lie on."""
+
+
+class MaskValueError(UMDError, ValueError):
+    """A binary mask with values other than 0 and 1, or a label map with non-integer values."""
+
+
+class LabelOverlapError(UMDError, ValueError):
+    """Two source labels of different organs claim the same voxels, and the policy says to stop."""
+
+
+class LossyLabelError(UMDError, ValueError):
+    """A source label that merges organs the schema keeps apart (e.g. both kidneys in one label)."""
 
 
 def did_you_mean(value: str, options: Iterable[str], what: str) -> str:

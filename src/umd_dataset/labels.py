@@ -17,7 +17,16 @@ import numpy as np
 
 from umd_dataset.errors import UMDError, UnknownNameError, did_you_mean
 
-__all__ = ["Organ", "LabelSchema", "load_schema", "SCHEMA_VERSIONS", "LATEST_SCHEMA_VERSION"]
+__all__ = [
+    "Organ",
+    "LabelSchema",
+    "load_schema",
+    "SCHEMA_VERSIONS",
+    "LATEST_SCHEMA_VERSION",
+    "SchemaConversion",
+    "load_conversions",
+    "convert_label_map",
+]
 
 Laterality = Literal["left", "right", "both"] | None
 
@@ -37,6 +46,7 @@ class Organ:
         laterality: ``"left"``, ``"right"``, ``"both"`` (a paired organ as one label) or None.
         snomed_code: SNOMED CT code of the anatomical structure.
         snomed_meaning: SNOMED CT meaning of that code.
+        srt_code: the legacy SNOMED RT code of the same concept (older DICOM SEG files use it).
         color: RGB display colour, 0-255.
         synonyms: other names a person may use for the organ.
     """
@@ -47,6 +57,7 @@ class Organ:
     laterality: Laterality
     snomed_code: str
     snomed_meaning: str
+    srt_code: str
     color: tuple[int, int, int]
     synonyms: tuple[str, ...] = ()
 
@@ -66,7 +77,7 @@ class LabelSchema:
     name: str
     version: int
     organs: tuple[Organ, ...]
-    laterality_codes: dict[str, tuple[str, str]] = field(default_factory=dict, compare=False)
+    laterality_codes: dict[str, tuple[str, str, str]] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         ids = [o.id for o in self.organs]
@@ -124,14 +135,14 @@ class LabelSchema:
         return {
             "name": self.name,
             "version": self.version,
-            "laterality_codes": {k: {"code": c, "meaning": m} for k, (c, m) in self.laterality_codes.items()},
+            "laterality_codes": {k: {"code": c, "meaning": m, "srt": r} for k, (c, m, r) in self.laterality_codes.items()},
             "organs": [
                 {
                     "id": o.id,
                     "slug": o.slug,
                     "name": o.name,
                     "laterality": o.laterality,
-                    "snomed": {"code": o.snomed_code, "meaning": o.snomed_meaning},
+                    "snomed": {"code": o.snomed_code, "meaning": o.snomed_meaning, "srt": o.srt_code},
                     "color": list(o.color),
                     "synonyms": list(o.synonyms),
                 }
@@ -151,12 +162,13 @@ class LabelSchema:
                     laterality=o.get("laterality"),
                     snomed_code=str(o["snomed"]["code"]),
                     snomed_meaning=str(o["snomed"]["meaning"]),
+                    srt_code=str(o["snomed"].get("srt", "")),
                     color=tuple(int(c) for c in o["color"]),
                     synonyms=tuple(o.get("synonyms", ())),
                 )
                 for o in data["organs"]
             )
-            codes = {k: (v["code"], v["meaning"]) for k, v in data.get("laterality_codes", {}).items()}
+            codes = {k: (v["code"], v["meaning"], v.get("srt", "")) for k, v in data.get("laterality_codes", {}).items()}
             return cls(name=str(data["name"]), version=int(data["version"]), organs=organs, laterality_codes=codes)
         except (KeyError, TypeError, ValueError) as error:
             raise UMDError(f"Malformed label schema data: {error!r}") from error
@@ -186,3 +198,104 @@ def load_schema(version: int | None = None) -> LabelSchema:
         )
     text = resources.files("umd_dataset.schema").joinpath(SCHEMA_VERSIONS[version]).read_text("utf-8")
     return LabelSchema.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class SchemaConversion:
+    """An explicit map from the ids of one schema version to those of another.
+
+    Attributes:
+        source, target: schema keys, e.g. ``"umd-v1"`` and ``"umd-v2"``.
+        mapping: every id of the source schema -> an id of the target (0 drops the organ, and must
+            be written down like any other mapping).
+        note: why the schema changed.
+    """
+
+    source: str
+    target: str
+    mapping: dict[int, int]
+    note: str = ""
+
+    def validate(self, source: LabelSchema, target: LabelSchema) -> None:
+        """The mapping covers every source id and points only at target ids.
+
+        Raises:
+            UMDError: naming the missing or unknown ids.
+        """
+        if (source.key, target.key) != (self.source, self.target):
+            raise UMDError(f"Conversion {self.source}->{self.target} applied to schemas {source.key}->{target.key}.")
+        missing = sorted(set(source.ids) - set(self.mapping))
+        extra = sorted(set(self.mapping) - set(source.ids))
+        bad = sorted(v for v in self.mapping.values() if v != 0 and v not in target.ids)
+        if missing or extra or bad:
+            raise UMDError(
+                f"Conversion {self.source}->{self.target}: source ids without a mapping {missing}, "
+                f"mapped ids not in {self.source} {extra}, target ids not in {self.target} {bad}. "
+                "Every id must be mapped explicitly (0 to drop it)."
+            )
+
+    def lookup_table(self) -> np.ndarray:
+        lut = np.zeros(256, dtype=np.uint8)
+        for old, new in self.mapping.items():
+            lut[old] = new
+        return lut
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SchemaConversion:
+        return cls(str(data["from"]), str(data["to"]), {int(k): int(v) for k, v in data["mapping"].items()}, data.get("note", ""))
+
+
+@lru_cache(maxsize=None)
+def load_conversions() -> tuple[SchemaConversion, ...]:
+    """The conversions between schema versions that ship with the package (``schema/conversions.json``)."""
+    text = resources.files("umd_dataset.schema").joinpath("conversions.json").read_text("utf-8")
+    return tuple(SchemaConversion.from_dict(c) for c in json.loads(text)["conversions"])
+
+
+def convert_label_map(
+    labels: np.ndarray,
+    source: LabelSchema,
+    target: LabelSchema,
+    conversions: tuple[SchemaConversion, ...] | None = None,
+    schemas: tuple[LabelSchema, ...] = (),
+) -> np.ndarray:
+    """Convert a label map written under one schema version to another, through explicit conversions.
+
+    Conversions are chained when needed (v1 -> v2 -> v3), each validated against its two schemas,
+    and composed into one lookup table, so the voxels are read once.
+
+    Args:
+        labels: the label map (ids of `source`).
+        source, target: the two schemas.
+        conversions: the conversions to search (default: those shipped, `load_conversions`).
+        schemas: schemas of intermediate steps that do not ship with the package.
+
+    Raises:
+        UMDError: no chain of conversions links the two schemas, a conversion is incomplete, or the
+            label map holds values that are not ids of `source`.
+    """
+    labels = np.asarray(labels)
+    if labels.size and int(labels.max()) > len(source):
+        raise UMDError(f"Label map values above {len(source)} are not ids of {source.key}.")
+    if source.key == target.key:
+        return labels.copy()
+    available = load_conversions() if conversions is None else conversions
+    known = {s.key: s for s in (*(load_schema(v) for v in SCHEMA_VERSIONS), *schemas, source, target)}
+    paths: dict[str, list[SchemaConversion]] = {source.key: []}
+    frontier = [source.key]
+    while frontier and target.key not in paths:
+        key = frontier.pop(0)
+        for conversion in available:
+            if conversion.source == key and conversion.target not in paths:
+                paths[conversion.target] = paths[key] + [conversion]
+                frontier.append(conversion.target)
+    if target.key not in paths:
+        listed = ", ".join(f"{c.source}->{c.target}" for c in available) or "none"
+        raise UMDError(f"No conversion from label schema {source.key} to {target.key} (known conversions: {listed}).")
+    lut = np.arange(256, dtype=np.uint8)
+    for conversion in paths[target.key]:
+        if conversion.target not in known:
+            raise UMDError(f"Schema {conversion.target} (a step from {source.key} to {target.key}) is unknown; pass it in schemas=.")
+        conversion.validate(known[conversion.source], known[conversion.target])
+        lut = conversion.lookup_table()[lut]
+    return lut[labels]

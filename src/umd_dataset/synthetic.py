@@ -163,8 +163,8 @@ def _polyline_distance(x, y, z, points: np.ndarray) -> np.ndarray:
 # The organ template of an average adult (mm): ellipsoids by centre and radii, tubes by polyline and
 # radius. A subject scales and jitters it. Lung and colon are several parts of one organ.
 _TEMPLATE: dict[str, list[dict]] = {
-    "liver": [{"center": (70, 10, 330), "radii": (105, 85, 75)}],
-    "spleen": [{"center": (-105, -45, 320), "radii": (32, 48, 55)}],
+    "liver": [{"center": (70, 10, 330), "radii": (92, 76, 66)}],
+    "spleen": [{"center": (-105, -45, 320), "radii": (28, 42, 50)}],
     "kidney_left": [{"center": (-75, -55, 245), "radii": (30, 28, 52)}],
     "kidney_right": [{"center": (75, -55, 228), "radii": (30, 28, 52)}],
     "pancreas": [{"points": ((45, 0, 265), (-10, -5, 275), (-75, -25, 290)), "radius": 15}],

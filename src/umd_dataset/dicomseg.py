@@ -1,0 +1,184 @@
+"""Reading DICOM Segmentation objects (SEG): segments, their codes, and their masks on a grid.
+
+Frames are placed by their ImagePositionPatient and the shared ImageOrientationPatient, never by
+their order in the file. World coordinates are converted from DICOM's LPS to NIfTI's RAS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from umd_dataset.errors import GridMismatchError, UMDError
+from umd_dataset.io import Geometry
+
+__all__ = ["SEG_SOP_CLASS", "Segment", "SegFile", "read_dicom_seg"]
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Segment:
+    """One segment of a SEG: its number, label, coded concept and mask (bool, on the read grid)."""
+
+    number: int
+    label: str
+    code: tuple[str, str, str] | None  # (value, scheme, meaning) of SegmentedPropertyType
+    laterality: tuple[str, str, str] | None  # (value, scheme, meaning) of its modifier, if any
+    mask: np.ndarray
+
+
+@dataclass
+class SegFile:
+    path: str
+    geometry: Geometry
+    segments: list[Segment]
+    notes: list[str] = field(default_factory=list)
+
+
+def _code(item) -> tuple[str, str, str] | None:
+    if item is None:
+        return None
+    return (str(item.CodeValue), str(item.CodingSchemeDesignator), str(getattr(item, "CodeMeaning", "")))
+
+
+def _first(dataset, keyword):
+    sequence = getattr(dataset, keyword, None)
+    return sequence[0] if sequence else None
+
+
+def read_dicom_seg(path: str | os.PathLike, target: Geometry | None = None, fractional_threshold: float = 0.5) -> SegFile:
+    """Read a DICOM SEG file into one boolean mask per segment.
+
+    Args:
+        path: the SEG file.
+        target: grid to place the frames on (e.g. the scan the SEG was drawn on). Its slices must
+            coincide with the frames (same orientation and pixel spacing); otherwise a
+            `GridMismatchError` names both grids. None: the SEG's own grid, built from the frames.
+        fractional_threshold: for FRACTIONAL segmentations, voxels at or above this fraction of
+            MaximumFractionalValue are inside.
+
+    Raises:
+        UMDError: not a SEG, or frames without the geometry needed to place them.
+        GridMismatchError: frames that do not lie on `target`'s slices, or foreground outside it.
+    """
+    import pydicom
+
+    path = str(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as error:  # pydicom raises several types for non-DICOM or truncated files
+        raise UMDError(f"{path} is not a readable DICOM file: {error}") from error
+    if str(getattr(ds, "SOPClassUID", "")) != SEG_SOP_CLASS:
+        raise UMDError(f"{path} is not a DICOM Segmentation (SOP class {getattr(ds, 'SOPClassUID', 'missing')}).")
+    notes: list[str] = []
+    pixels = np.asarray(ds.pixel_array)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if len(frames) != pixels.shape[0]:
+        notes.append(
+            f"{len(frames)} per-frame functional groups but {pixels.shape[0]} frames of pixel data; "
+            f"the first {min(len(frames), pixels.shape[0])} frames are used."
+        )
+    count = min(len(frames), pixels.shape[0])
+    if count == 0:
+        raise UMDError(f"{path}: no frame with per-frame functional groups (position, segment number).")
+    seg_type = str(getattr(ds, "SegmentationType", "BINARY"))
+    if seg_type == "FRACTIONAL":
+        maximum = float(getattr(ds, "MaximumFractionalValue", 255))
+        pixels = pixels >= fractional_threshold * maximum
+        notes.append(f"FRACTIONAL segmentation thresholded at {fractional_threshold} x {maximum:g}.")
+    else:
+        pixels = pixels.astype(bool)
+
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    positions, orientations, spacings, numbers = [], [], [], []
+    for index in range(count):
+        frame = frames[index]
+        orientation = _first(frame, "PlaneOrientationSequence") or (shared and _first(shared, "PlaneOrientationSequence"))
+        measures = _first(frame, "PixelMeasuresSequence") or (shared and _first(shared, "PixelMeasuresSequence"))
+        position = _first(frame, "PlanePositionSequence")
+        ident = _first(frame, "SegmentIdentificationSequence") or (shared and _first(shared, "SegmentIdentificationSequence"))
+        if orientation is None or measures is None or position is None or ident is None:
+            raise UMDError(f"{path}: frame {index + 1} lacks its orientation, pixel spacing, position or segment number.")
+        orientations.append(np.asarray(orientation.ImageOrientationPatient, dtype=np.float64))
+        spacings.append(np.asarray(measures.PixelSpacing, dtype=np.float64))
+        positions.append(np.asarray(position.ImagePositionPatient, dtype=np.float64))
+        numbers.append(int(ident.ReferencedSegmentNumber))
+    if not all(np.allclose(o, orientations[0], atol=1e-4) for o in orientations):
+        raise UMDError(f"{path}: frames with different orientations; one SEG must hold parallel frames.")
+    if not all(np.allclose(s, spacings[0], atol=1e-4) for s in spacings):
+        raise UMDError(f"{path}: frames with different pixel spacings.")
+    row_dir, col_dir = orientations[0][:3], orientations[0][3:]
+    normal = np.cross(row_dir, col_dir)
+    d_row, d_col = spacings[0]  # PixelSpacing = (between rows, between columns)
+    rows, cols = pixels.shape[1:]
+
+    if target is None:
+        heights = np.array([p @ normal for p in positions])
+        levels = np.unique(np.round(heights, 3))
+        if len(levels) > 1:
+            steps = np.diff(levels)
+            if not np.allclose(steps, steps[0], rtol=1e-3, atol=1e-3):
+                raise UMDError(f"{path}: frame positions are unevenly spaced ({sorted(set(np.round(steps, 3)))} mm); give a target grid.")
+            d_slice = float(steps[0])
+        else:
+            measures = shared and _first(shared, "PixelMeasuresSequence")
+            d_slice = float(getattr(measures, "SpacingBetweenSlices", 0) or getattr(measures, "SliceThickness", 0) or 1.0)
+            notes.append(f"one slice position: slice spacing {d_slice} mm taken from the pixel measures.")
+        origin = positions[int(np.argmin(heights))] - normal * (heights.min() - levels[0])
+        lps = np.eye(4)
+        lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * d_col, col_dir * d_row, normal * d_slice, origin
+        target = Geometry((cols, rows, len(levels)), LPS_TO_RAS @ lps)
+
+    to_voxel = np.linalg.inv(target.affine) @ LPS_TO_RAS
+    step_c = to_voxel[:3, :3] @ (row_dir * d_col)
+    step_r = to_voxel[:3, :3] @ (col_dir * d_row)
+    for name, step in (("column", step_c), ("row", step_r)):
+        if not (np.isclose(np.abs(step).max(), 1.0, atol=1e-3) and np.isclose(np.abs(step).sum(), 1.0, atol=1e-3)):
+            raise GridMismatchError(
+                f"{path}: the SEG's {name} step ({d_col if name == 'column' else d_row} mm along "
+                f"{np.round(row_dir if name == 'column' else col_dir, 4).tolist()} LPS) is not one voxel of the "
+                f"target grid ({target.describe()}). The SEG was drawn on another grid: harmonize it onto "
+                "the scan it was drawn on, then carry the label map to other grids in world coordinates."
+            )
+    by_number: dict[int, np.ndarray] = {}
+    c_idx, r_idx = np.meshgrid(np.arange(cols), np.arange(rows))  # (rows, cols) grids
+    for index in range(count):
+        start = to_voxel @ np.append(positions[index], 1.0)
+        if not np.allclose(start[:3], np.round(start[:3]), atol=1e-2):
+            raise GridMismatchError(
+                f"{path}: frame {index + 1} at {positions[index].round(3).tolist()} mm (LPS) falls between the "
+                f"voxels of the target grid ({target.describe()})."
+            )
+        ijk = [np.rint(start[a] + c_idx * step_c[a] + r_idx * step_r[a]).astype(np.int64) for a in range(3)]
+        inside = np.ones(c_idx.shape, dtype=bool)
+        for a in range(3):
+            inside &= (ijk[a] >= 0) & (ijk[a] < target.shape[a])
+        frame = pixels[index]
+        lost = int(np.count_nonzero(frame & ~inside))
+        if lost:
+            raise GridMismatchError(
+                f"{path}: {lost} foreground pixels of frame {index + 1} (segment {numbers[index]}) lie outside the "
+                f"target grid ({target.describe()})."
+            )
+        mask = by_number.setdefault(numbers[index], np.zeros(target.shape, dtype=bool))
+        mask[ijk[0][inside], ijk[1][inside], ijk[2][inside]] |= frame[inside]
+
+    segments = []
+    for item in ds.SegmentSequence:
+        number = int(item.SegmentNumber)
+        prop = _first(item, "SegmentedPropertyTypeCodeSequence")
+        modifier = _first(prop, "SegmentedPropertyTypeModifierCodeSequence") if prop is not None else None
+        modifier = modifier or _first(item, "AnatomicRegionModifierSequence")
+        mask = by_number.get(number)
+        if mask is None:
+            mask = np.zeros(target.shape, dtype=bool)
+            notes.append(f"segment {number} ({getattr(item, 'SegmentLabel', '')}) has no frame.")
+        segments.append(Segment(number, str(getattr(item, "SegmentLabel", "")), _code(prop), _code(modifier), mask))
+    return SegFile(str(Path(path)), target, segments, notes)
