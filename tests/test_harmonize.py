@@ -162,7 +162,8 @@ def test_totalsegmentator_per_class_folder(ct, tmp_path):
     assert np.array_equal(result.labels, expected)
     assert result.provenance.absent == ["spleen"]
     assert [r.status for r in result.provenance.labels if r.name == "spleen"] == ["empty"]
-    assert {r.name: r.voxels for r in result.provenance.labels if r.status == "outside_schema"} == {"gallbladder": 500, "vertebrae_L1": 300}
+    # files outside the schema are listed but not read
+    assert {r.name: r.voxels for r in result.provenance.labels if r.status == "outside_schema"} == {"gallbladder": None, "vertebrae_L1": None}
     with pytest.raises(Exception, match="empty"):
         harmonize(folder, "totalsegmentator_total", options=HarmonizeOptions(empty="error"))
 

@@ -115,12 +115,13 @@ class LabelRecord:
         status: ``mapped``, ``outside_schema``, ``dropped`` (on purpose), ``unknown_dropped``,
             ``background`` or ``empty``.
         organ: the organ it was mapped to (``mapped``, ``empty``).
-        voxels: its voxel count in the input.
+        voxels: its voxel count in the input; None for a mask file outside the schema, which is
+            not read (a TotalSegmentator folder holds about a hundred of them).
     """
 
     name: str
     status: str
-    voxels: int
+    voxels: int | None
     organ: str | None = None
     source_id: int | None = None
     file: str | None = None
@@ -170,7 +171,9 @@ class Provenance:
             members = ", ".join(r.name for r in mapped if r.organ == organ)
             lines.append(f"  {organ:<16} {voxels:>10} voxels  <- {members}")
         if left_out:
-            lines.append("left out: " + ", ".join(f"{r.name} ({r.status}, {r.voxels} voxels)" for r in left_out))
+            lines.append("left out: " + ", ".join(
+                f"{r.name} ({r.status}" + (f", {r.voxels} voxels)" if r.voxels is not None else ", not read)") for r in left_out
+            ))
         for overlap in self.overlaps:
             lines.append(f"overlap {overlap.organs[0]} / {overlap.organs[1]}: {overlap.voxels} voxels -> {overlap.assigned_to}")
         if self.absent:
@@ -542,7 +545,7 @@ def harmonize_masks(
         provenance.inputs.append(where)
         meaning = _meaning(name, table, options, schema, where=where)
         if meaning.kind in ("outside_schema", "dropped", "unknown_dropped", "background"):
-            members.append((LabelRecord(name, meaning.kind, -1, file=where, note=meaning.reason), None))
+            members.append((LabelRecord(name, meaning.kind, None, file=where, note=meaning.reason), None))
             continue
         geometry = Geometry(np.shape(array), affine)
         if expected is None:
@@ -558,17 +561,7 @@ def harmonize_masks(
         members.append((record, mask))
     if expected is None:
         raise UMDError("No mask maps to an organ of the schema: " + ", ".join(f"{r.name} ({r.status})" for r, _ in members))
-    for record, mask in members:  # voxel counts of the structures left out, now that the grid is known
-        if mask is None and record.voxels < 0:
-            record.voxels = _count_file(masks[record.name])
     return _finish_masks(members, expected, schema, options, provenance)
-
-
-def _count_file(value) -> int:
-    import nibabel as nib
-
-    array = value[0] if isinstance(value, tuple) else np.asanyarray(nib.load(os.fspath(value)).dataobj)
-    return int(np.count_nonzero(array))
 
 
 def harmonize_dicom_seg(
