@@ -237,7 +237,7 @@ def test_pydicom_seg_test_file():
     result = harmonize(path)
     assert result.labels.shape == (512, 512, 1)
     assert result.provenance.organ_voxels == {"liver": 36233}
-    assert [r.note for r in result.provenance.labels][0].endswith("code SRT T-62000 (Liver)")
+    assert [r.note for r in result.provenance.labels][0].endswith("SRT T-62000 (Liver)")
     assert any("3 per-frame functional groups but 1 frames" in n for n in result.provenance.notes)
     assert np.allclose(result.affine[:3, 3], [235.2, 226.8, -128.69])  # LPS (-235.2, -226.8) -> RAS
 

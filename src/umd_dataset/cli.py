@@ -90,6 +90,60 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command("synth-dicom")
+def synth_dicom(
+    root: Path = typer.Argument(..., help="A synthetic release (from `umd synth`)."),
+    out: Path = typer.Argument(..., help="Folder to write the DICOM studies into (one folder per patient and study)."),
+    extras: bool = typer.Option(False, help="Also write series ingest must leave out: localizer, PET without AC, dose report."),
+) -> None:
+    """Write every study of a synthetic release as DICOM series (CT/MR, PET in Bq/ml, SEG), for `umd ingest`."""
+    from umd_dataset.index import open_release
+    from umd_dataset.synthetic_dicom import DicomPatient, write_dicom_study
+
+    release = open_release(root)
+    from tqdm.auto import tqdm
+
+    studies = [(s, st) for s in release.subjects.values() for st in s.studies]
+    for number, (subject, study) in enumerate(tqdm(studies, desc="write DICOM", unit="study"), start=1):
+        index = sorted(release.subjects).index(subject.id)
+        patient = DicomPatient(name=f"Synthetic^Patient{index:04d}", patient_id=f"SYN{index:06d}", birth_date="19700101")
+        write_dicom_study(release, subject.id, study, out, patient=patient, extras=extras)
+    typer.echo(f"wrote {len(studies)} studies under {out}")
+
+
+@app.command()
+def ingest(
+    source: Path = typer.Argument(..., help="A DICOM folder tree, a CSV mapping of NIfTI files, or an nnU-Net raw folder."),
+    out: Path = typer.Argument(..., help="Release folder to write (new, or an interrupted ingest of the same input)."),
+    input_format: str = typer.Option("auto", "--format", help="dicom, nifti, nnunet, or auto."),
+    name: str = typer.Option("UMD", help="Release name."),
+    version: str = typer.Option("1.0.0", help="Semantic version of the data."),
+    secret: Optional[str] = typer.Option(None, envvar="UMD_PSEUDONYM_KEY", help="Pseudonym key; the same key gives the same subject ids."),
+    write_mapping: Optional[Path] = typer.Option(None, help="Write identity -> subject id here (CSV). Keep it away from the release."),
+    splits: Optional[Path] = typer.Option(None, help="CSV subject,split; other subjects are placed by keyed hash (60/20/20)."),
+    suv_overrides: Optional[Path] = typer.Option(None, help="CSV patient,weight_kg,injected_dose_bq,half_life_s for headers that lack them."),
+    workers: int = typer.Option(1, help="Processes converting studies in parallel."),
+    skip_failed: bool = typer.Option(False, help="Finish the release without the studies that failed (listed)."),
+    allow_unlabelled: bool = typer.Option(False, help="Write empty label maps for studies without labels."),
+    overlap: str = typer.Option("error", help="Voxels claimed by two organs: error, smallest or largest."),
+    keep_ids: bool = typer.Option(False, help="NIfTI/nnU-Net inputs: keep their subject ids instead of pseudonyms."),
+) -> None:
+    """Turn raw PET/CT and PET/MRI studies into a verified release (resumable: run again to finish)."""
+    from umd_dataset.ingest import IngestOptions
+    from umd_dataset.ingest import ingest as run
+    from umd_dataset.ingest.plan import overrides_from_csv
+
+    options = IngestOptions(
+        name=name, version=version, secret=secret, mapping_path=str(write_mapping) if write_mapping else None,
+        splits_path=str(splits) if splits else None, workers=workers, skip_failed=skip_failed,
+        allow_unlabelled=allow_unlabelled, overlap=overlap,
+        suv_overrides=overrides_from_csv(suv_overrides) if suv_overrides else {},
+    )
+    release, report = run(source, out, options=options, input_format=input_format, keep_ids=keep_ids, progress=True)
+    typer.echo(str(report))
+    typer.echo(f"wrote {release!r}; verified.")
+
+
 labels_app = typer.Typer(
     help="The label schema, the alias tables of annotation sources, harmonization and coverage.",
     no_args_is_help=True,

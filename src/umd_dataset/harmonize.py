@@ -594,7 +594,7 @@ def harmonize_dicom_seg(
         meaning = _coded_meaning(segment, schema, options) or _meaning(name, None, options, schema, where=where)
         record = _record_meaning(meaning, name, np.count_nonzero(segment.mask), where, segment.number)
         if segment.code:
-            record.note = (record.note + f" code {segment.code[1]} {segment.code[0]} ({segment.code[2]})").strip()
+            record.note = (record.note + f"; {segment.code[1]} {segment.code[0]} ({segment.code[2]})").strip("; ")
         members.append((record, segment.mask if record.status == "mapped" else None))
     return _finish_masks(members, seg.geometry, schema, options, provenance)
 
