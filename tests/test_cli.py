@@ -78,3 +78,18 @@ def test_labels_commands(small_release_root, small_release, tmp_path):
     assert "gallbladder (outside_schema, 500 voxels)" in done.stdout
     assert (read_nifti(out)[0] == labels).all()
     assert json.loads((tmp_path / "h.provenance.json").read_text())["source"] == "totalsegmentator_total"
+
+
+def test_synth_dicom_then_ingest(tmp_path):
+    assert umd("synth", str(tmp_path / "r"), "--subjects", "1").returncode == 0
+    written = umd("synth-dicom", str(tmp_path / "r"), str(tmp_path / "dicom"), "--extras")
+    assert written.returncode == 0, written.stderr
+    result = umd("ingest", str(tmp_path / "dicom"), str(tmp_path / "ingested"), "--secret", "k", "--write-mapping", str(tmp_path / "map.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "studies written: 2" in result.stdout and "verified" in result.stdout
+    assert "PET WB NAC" in result.stdout  # left out, and said so
+    release = open_release(tmp_path / "ingested")
+    assert release.info.counts["paired_subjects"] == 1
+    assert (tmp_path / "map.csv").read_text().startswith("identity,subject")
+    again = umd("ingest", str(tmp_path / "dicom"), str(tmp_path / "ingested"), "--secret", "k")
+    assert again.returncode == 2 and "already holds a complete release" in again.stderr

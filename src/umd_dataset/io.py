@@ -94,8 +94,9 @@ def write_nifti(
 ) -> None:
     """Write a 3D array as NIfTI-1 with `affine` as both qform and sform (code 1, scanner), atomically.
 
-    The array's dtype is kept as it is. ``.nii.gz`` files are gzipped deterministically (nibabel
-    writes no time stamp), so the same array always gives the same bytes and checksum.
+    The array's dtype is kept as it is. ``.nii.gz`` files are compressed with ISA-L (gzip level 1,
+    about 3.5x faster than zlib at the same ratio) and no time stamp, so the same array always gives
+    the same bytes and checksum; any gzip reader reads them.
     """
     import nibabel as nib
 
@@ -104,15 +105,37 @@ def write_nifti(
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm", "sec")
     with atomic_path(path, tmp_dir) as tmp:
-        nib.save(image, tmp)
+        if str(path).endswith(".nii.gz"):
+            from isal import igzip
+
+            tmp.write_bytes(igzip.compress(image.to_bytes(), 1, mtime=0))
+        else:
+            nib.save(image, tmp)
 
 
 def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI file: (array with its stored dtype, 4x4 affine)."""
+    """Read a NIfTI file: (array with its stored dtype, 4x4 affine).
+
+    ``.nii.gz`` is decompressed with ISA-L (about twice as fast as Python's gzip); ``.nii`` is
+    memory-mapped by nibabel.
+    """
+    image = load_nifti(path)
+    return np.asanyarray(image.dataobj), image.affine
+
+
+def load_nifti(path: str | os.PathLike):
+    """A nibabel image; ``.nii.gz`` files are decompressed in one go with ISA-L."""
     import nibabel as nib
 
-    image = nib.load(os.fspath(path))
-    return np.asanyarray(image.dataobj), image.affine
+    path = os.fspath(path)
+    if path.endswith(".gz"):
+        from isal import igzip
+
+        with open(path, "rb") as handle:
+            data = igzip.decompress(handle.read())
+        nifti2 = 540 in (int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big"))  # sizeof_hdr
+        return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
+    return nib.load(path)
 
 
 def read_nifti_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray, str]:

@@ -187,7 +187,7 @@ def _read_header(path: str) -> tuple[Header | None, FileProblem | None, bool]:
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as error:
         return None, FileProblem(path, f"corrupt or truncated DICOM: {error}"), True
     if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
-        return None, FileProblem(path, "DICOM file without Study/Series Instance UID (e.g. a DICOMDIR)"), True
+        return None, FileProblem(path, "DICOM file without Study/Series Instance UID (a DICOMDIR, or a truncated file)"), True
     return Header.of(path, ds), None, True
 
 
@@ -368,6 +368,34 @@ def _slices_of(path: str) -> list[_Slice]:
     return slices
 
 
+def _stack(slices: list[_Slice]) -> np.ndarray:
+    """Rescaled slices on (column, row, slice) axes, in one preallocated array.
+
+    Integer pixels with slope 1 and integer intercepts stay integers (int16 when the range fits,
+    else int32); anything else becomes float32 (exact for integers up to 2**24, and for SUV).
+    """
+    rows, cols = slices[0].pixels.shape
+    integral = all(
+        np.issubdtype(s.pixels.dtype, np.integer) and s.slope == 1.0 and float(s.intercept).is_integer() for s in slices
+    )
+    if integral:
+        low = min(int(np.iinfo(s.pixels.dtype).min) + int(s.intercept) for s in slices)
+        high = max(int(np.iinfo(s.pixels.dtype).max) + int(s.intercept) for s in slices)
+        dtype = np.int16 if low >= -32768 and high <= 32767 else np.int32
+        observed = [(int(s.pixels.min()) + int(s.intercept), int(s.pixels.max()) + int(s.intercept)) for s in slices]
+        if dtype == np.int32 and min(o[0] for o in observed) >= -32768 and max(o[1] for o in observed) <= 32767:
+            dtype = np.int16
+    else:
+        dtype = np.float32
+    array = np.empty((cols, rows, len(slices)), dtype=dtype)
+    for k, s in enumerate(slices):
+        if integral:
+            array[:, :, k] = (s.pixels.astype(np.int32) + int(s.intercept)).T
+        else:
+            array[:, :, k] = (s.pixels.astype(np.float64) * s.slope + s.intercept).T
+    return array
+
+
 def assemble(paths: Iterable[str], *, spacing_tolerance: float = 0.01) -> Volume:
     """Assemble the files of one series into a volume with a RAS affine.
 
@@ -376,8 +404,8 @@ def assemble(paths: Iterable[str], *, spacing_tolerance: float = 0.01) -> Volume
         spacing_tolerance: relative deviation of slice spacing accepted as even.
 
     Returns:
-        A `Volume` whose array is float64 values after each slice's rescale slope and intercept;
-        callers choose the stored dtype.
+        A `Volume` whose array holds the values after each slice's rescale slope and intercept:
+        integers (int16/int32) when every slope is 1 and every intercept an integer, else float32.
 
     Raises:
         SeriesGeometryError: mixed orientations or pixel spacings, duplicate positions with
@@ -438,7 +466,7 @@ def assemble(paths: Iterable[str], *, spacing_tolerance: float = 0.01) -> Volume
         step = float(getattr(first.dataset, "SpacingBetweenSlices", 0) or getattr(first.dataset, "SliceThickness", 0) or 1.0)
         notes.append(f"a single slice: slice spacing {step} mm taken from the header.")
     d_row, d_col = first.spacing
-    array = np.stack([s.pixels.astype(np.float64) * s.slope + s.intercept for s in slices], axis=-1).transpose(1, 0, 2)
+    array = _stack(slices)
     # gantry tilt: slice positions do not advance along the normal; shift each slice in plane
     origin = slices[0].position
     advance = np.array([s.position - origin for s in slices])
@@ -447,6 +475,7 @@ def assemble(paths: Iterable[str], *, spacing_tolerance: float = 0.01) -> Volume
         from scipy import ndimage
 
         tilt = np.degrees(np.arctan2(np.linalg.norm(in_plane[-1]), heights[-1] - heights[0]))
+        array = array.astype(np.float32)  # interpolated values are no longer integers
         for k in range(array.shape[2]):
             shift_cols = in_plane[k] @ row_dir / d_col
             shift_rows = in_plane[k] @ col_dir / d_row
