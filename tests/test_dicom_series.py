@@ -135,3 +135,34 @@ def test_gantry_tilt_is_corrected_and_reported(tmp_path):
     assert np.allclose(volume.affine[:3, :3], np.diag([2.0, 2.0, 5.0]))  # orthogonal after the correction
     for k in range(shape[2]):
         assert np.argmax(volume.array[:, :, k]) == np.ravel_multi_index((10, 20), shape[:2]), k
+
+
+@pytest.mark.parametrize(
+    ("modality", "image_type", "description", "corrected", "kind", "contrast"),
+    [
+        ("MR", ["DERIVED", "PRIMARY", "DIXON", "WATER"], "t1_vibe_dixon_tra_W", None, "mri", "water"),
+        ("MR", ["DERIVED", "PRIMARY", "DIXON", "FAT"], "t1_vibe_dixon_tra_F", None, "mri", "fat"),
+        ("MR", ["ORIGINAL", "PRIMARY", "DIXON", "IN_PHASE"], "t1_vibe_dixon_tra_in", None, "mri", "in_phase"),
+        ("MR", ["ORIGINAL", "PRIMARY", "DIXON", "OPPOSED_PHASE"], "t1_vibe_dixon_tra_opp", None, "mri", "opposed_phase"),
+        ("MR", ["ORIGINAL", "PRIMARY", "M", "ND"], "HASTE T2 cor", None, "mri", "t2"),
+        ("PT", ["ORIGINAL", "PRIMARY"], "PET WB", ["DECY", "ATTN", "SCAT"], "pet", ""),
+        ("PT", ["ORIGINAL", "PRIMARY"], "PET WB", ["DECY", "SCAT"], "pet_nac", ""),
+        ("PT", ["ORIGINAL", "PRIMARY"], "PET NAC WB", None, "pet_nac", ""),
+        ("PT", ["DERIVED", "SECONDARY", "MIP"], "PET MIP", ["ATTN"], "mip", ""),
+        ("CT", ["ORIGINAL", "PRIMARY", "LOCALIZER"], "Topogram", None, "localizer", ""),
+        ("OT", ["DERIVED", "SECONDARY"], "Screen Save", None, "secondary", ""),
+    ],
+)
+def test_classification_rules(modality, image_type, description, corrected, kind, contrast):
+    from pydicom.dataset import Dataset
+
+    from umd_dataset.ingest.dicom import Header, Series, classify
+
+    ds = Dataset()
+    ds.Modality, ds.ImageType, ds.SeriesDescription = modality, image_type, description
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2", "1.2.3"
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
+    if corrected:
+        ds.CorrectedImage = corrected
+    series = Series("1.2", "1.2.3", [Header.of("x.dcm", ds)])
+    assert classify(series)[:2] == (kind, contrast)
