@@ -10,7 +10,7 @@ import yaml
 from umd_dataset import load_schema
 from umd_dataset.release import DESCRIPTOR, FORMAT_VERSION, LABELS, MANIFEST, SPLITS, ReleaseInfo, manifest_schema
 
-CARD = (Path(__file__).resolve().parents[1] / "dataset_card.md").read_text()
+CARD = (Path(__file__).resolve().parents[1] / "src" / "umd_dataset" / "dataset_card.md").read_text()
 
 
 def _header() -> dict:

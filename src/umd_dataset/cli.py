@@ -144,6 +144,40 @@ def ingest(
     typer.echo(f"wrote {release!r}; verified.")
 
 
+@app.command("export-hf")
+def export_hf(
+    root: Path = typer.Argument(..., help="Release folder."),
+    out: Path = typer.Argument(..., help="Output folder: Parquet shards with the NIfTI bytes embedded, and a dataset card."),
+    min_shards: int = typer.Option(16, help="Shards per split at least (one per row if fewer rows), for multi-node streaming."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+) -> None:
+    """Write a Hub-ready copy that stock `datasets.load_dataset(OUT, "petct")` loads."""
+    from umd_dataset.hf import export_hf as run
+    from umd_dataset.index import open_release
+
+    path = run(open_release(root), out, min_shards=min_shards, overwrite=overwrite, progress=True)
+    typer.echo(f"wrote {path}: load it with datasets.load_dataset({str(path)!r}, 'petct')")
+
+
+cache_app = typer.Typer(help="The chunked patch cache of a release.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("build")
+def cache_build(
+    root: Path = typer.Argument(..., help="Release folder."),
+    out: Optional[Path] = typer.Option(None, help="Cache folder (default: ROOT/.umd-cache)."),
+    codec: str = typer.Option("lz4", help="lz4 (fastest reads) or zstd (smaller)."),
+    workers: int = typer.Option(1, help="Processes writing scans in parallel."),
+) -> None:
+    """Build or update the patch cache (resumable; only changed scans are rewritten)."""
+    from umd_dataset.cache import build_cache
+    from umd_dataset.index import open_release
+
+    cache = build_cache(open_release(root), out, codec=codec, workers=workers, progress=True)
+    typer.echo(f"patch cache at {cache.path}: {len(cache.state['scans'])} scans, {cache.state['codec']}, chunks {cache.state['chunks']}")
+
+
 labels_app = typer.Typer(
     help="The label schema, the alias tables of annotation sources, harmonization and coverage.",
     no_args_is_help=True,

@@ -9,7 +9,8 @@ A release is a folder::
     subjects/<subject>/<study>/<scan>.nii.gz          the scan
     subjects/<subject>/<study>/<scan>_labels.nii.gz   its label map, on the scan's own grid
 
-`dataset_card.md` at the top of the repository documents the same format for people.
+`dataset_card.md` (shipped in the package, the README of Hugging Face exports) documents the same
+format for people.
 """
 
 from __future__ import annotations
