@@ -36,6 +36,8 @@ __all__ = [
     "load_source",
     "list_sources",
     "coverage",
+    "load_dataset",
+    "export_hf",
     "UMDError",
     "ReleaseNotFoundError",
     "IncompleteReleaseError",
@@ -65,6 +67,8 @@ _LAZY = {
     "load_source": "umd_dataset.sources",
     "list_sources": "umd_dataset.sources",
     "coverage": "umd_dataset.coverage",
+    "load_dataset": "umd_dataset.hf",
+    "export_hf": "umd_dataset.hf",
     "UMDError": "umd_dataset.errors",
     "ReleaseNotFoundError": "umd_dataset.errors",
     "IncompleteReleaseError": "umd_dataset.errors",
@@ -104,6 +108,7 @@ if TYPE_CHECKING:
         VerificationError,
     )
     from umd_dataset.harmonize import HarmonizeOptions, harmonize
+    from umd_dataset.hf import export_hf, load_dataset
     from umd_dataset.index import Release, Study, Subject, open_release
     from umd_dataset.labels import LabelSchema, Organ, load_schema
     from umd_dataset.modalities import modalities
