@@ -1,0 +1,264 @@
+"""Segmentation metrics: Dice, normalized surface Dice (NSD), HD95 and ASSD, with the voxel spacing.
+
+One definition, pinned: surfaces are made of surface elements ("surfels") with area weights, as
+in Nikolov et al. 2018 ("Clinically applicable segmentation of head and neck anatomy for
+radiotherapy"), whose reference implementation is DeepMind's ``surface-distance``. A surfel sits in
+every 2x2x2 neighbourhood of voxels that is neither empty nor full; its area comes from the
+reference's own neighbour-code table (imported from ``surface_distance.lookup_tables``, so the
+areas cannot drift), scaled by the spacing. The distance from a surfel to the other surface is the
+Euclidean distance (mm) to the nearest surfel of the other surface. On top of that:
+
+- Dice = 2 |R & P| / (|R| + |P|)  (voxel counts)
+- NSD(tau) = (area of R's surfels within tau of P + area of P's surfels within tau of R) / (area R + area P)
+- HD95 = max of the two directed, area-weighted 95th percentile distances
+- ASSD = mean of the two directed, area-weighted mean distances
+
+What is faster than the reference (same numbers to 1e-12): neighbour codes with bit operations
+instead of a float correlation; nearest-surfel distances with a k-d tree over surfels only, queried
+only for the surfels the other surface does not share (a good prediction shares most), instead of
+two Euclidean distance transforms over the bounding box; a vectorised sort; and, for a whole label
+map, every organ cropped to its own bounding box, all found in one pass (`organ_metrics`).
+
+Edge cases (R reference, P prediction), used consistently in every aggregate:
+
+==================  ======  =====  ====================  ====================  ===========
+case                Dice    NSD    HD95                  ASSD                  edge_case
+==================  ======  =====  ====================  ====================  ===========
+R and P empty       NaN     NaN    NaN                   NaN                   ``absent``
+R empty, P not      0       0      image diagonal (mm)   image diagonal (mm)   ``false_positive``
+P empty, R not      0       0      image diagonal (mm)   image diagonal (mm)   ``missed``
+both non-empty      value   value  value                 value                 ``""``
+==================  ======  =====  ====================  ====================  ===========
+
+``absent`` cases are left out of means and counted separately. The reference returns infinity
+(or fails) where one mask is empty; its values are undefined there, so agreement is only checked
+where both masks are non-empty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from umd_dataset.errors import MaskValueError
+
+__all__ = [
+    "METRIC_DEFINITION",
+    "SurfaceDistances",
+    "surface_distances",
+    "CaseMetrics",
+    "case_metrics",
+    "organ_metrics",
+    "dice",
+]
+
+METRIC_DEFINITION = {
+    "name": "umd-metrics-v1",
+    "surface": "surfels of 2x2x2 neighbourhoods, areas from surface_distance.lookup_tables (Nikolov et al. 2018)",
+    "dice": "2|R&P|/(|R|+|P|) in voxels",
+    "nsd": "area of surfels within tolerance (both directions) / total surfel area",
+    "hd95": "max of the directed area-weighted 95th percentiles (mm)",
+    "assd": "mean of the two directed area-weighted mean distances (mm)",
+    "edge_cases": {
+        "absent": "both empty: every metric NaN, excluded from means, counted",
+        "false_positive": "reference empty: Dice 0, NSD 0, HD95 and ASSD = image diagonal (mm)",
+        "missed": "prediction empty: Dice 0, NSD 0, HD95 and ASSD = image diagonal (mm)",
+    },
+}
+
+
+@lru_cache(maxsize=64)
+def _area_table(spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    from surface_distance import lookup_tables
+
+    return np.asarray(lookup_tables.create_table_neighbour_code_to_surface_area(spacing_mm), dtype=np.float64)
+
+
+def _check_bool(name: str, mask: np.ndarray) -> None:
+    if not isinstance(mask, np.ndarray) or mask.dtype != bool:
+        raise MaskValueError(f"{name} must be a bool numpy array (got {getattr(mask, 'dtype', type(mask).__name__)}); masks are not cast.")
+
+
+def _codes(mask: np.ndarray) -> np.ndarray:
+    """Neighbour code of every 2x2x2 neighbourhood, for a mask padded with one empty voxel on each side.
+
+    Bit weights follow the reference kernel: 128 for the (low, low, low) corner ... 1 for (high, high, high).
+    """
+    padded = np.zeros(tuple(s + 2 for s in mask.shape), dtype=np.uint8)
+    padded[1:-1, 1:-1, 1:-1] = mask
+    code = np.zeros(tuple(s + 1 for s in mask.shape), dtype=np.uint8)
+    weight = 128
+    for a in (0, 1):
+        for b in (0, 1):
+            for c in (0, 1):
+                corner = padded[a : a + code.shape[0], b : b + code.shape[1], c : c + code.shape[2]]
+                code |= corner * np.uint8(weight)
+                weight //= 2
+    return code
+
+
+@dataclass
+class SurfaceDistances:
+    """Directed surfel distances and areas, sorted by distance (as the reference returns them)."""
+
+    distances_ref_to_pred: np.ndarray
+    areas_ref: np.ndarray
+    distances_pred_to_ref: np.ndarray
+    areas_pred: np.ndarray
+
+
+def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    axes = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(len(a) == 0 for a in axes):
+        return None
+    return np.array([a[0] for a in axes]), np.array([a[-1] for a in axes])
+
+
+def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing_mm) -> SurfaceDistances:
+    """Surfel distances between two bool masks (the reference's `compute_surface_distances`).
+
+    Raises:
+        MaskValueError: a mask that is not bool, or masks of different shapes.
+    """
+    from scipy.spatial import cKDTree
+
+    _check_bool("reference", reference)
+    _check_bool("prediction", prediction)
+    if reference.shape != prediction.shape or reference.ndim != 3:
+        raise MaskValueError(f"masks must be 3D and of one shape, got {reference.shape} and {prediction.shape}")
+    spacing = tuple(float(s) for s in spacing_mm)
+    box = _bbox(reference | prediction)
+    empty = np.zeros(0)
+    if box is None:
+        return SurfaceDistances(empty, empty, empty, empty)
+    region = tuple(slice(a, b + 1) for a, b in zip(*box))
+    table = _area_table(spacing)
+    borders, areas = [], []
+    for mask in (reference[region], prediction[region]):
+        code = _codes(mask)
+        border = (code != 0) & (code != 255)
+        borders.append(border)
+        areas.append(table[code[border]])
+    scale = np.asarray(spacing)
+
+    def directed(border, own_areas, other):
+        """Distances from the surfels of `border` to the nearest surfel of `other` (k-d tree over
+        surfels; a surfel that coincides with one of the other surface is at distance 0)."""
+        if not border.any():
+            return empty, empty
+        distances = np.zeros(int(border.sum()))
+        if not other.any():
+            distances[:] = np.inf
+        else:
+            apart = ~other[border]  # surfels not shared with the other surface
+            if apart.any():
+                tree = cKDTree(np.argwhere(other) * scale)
+                distances[apart], _ = tree.query(np.argwhere(border)[apart] * scale, k=1, workers=-1)
+        order = np.lexsort((own_areas, distances))
+        return distances[order], own_areas[order]
+
+    d_rp, a_r = directed(borders[0], areas[0], borders[1])
+    d_pr, a_p = directed(borders[1], areas[1], borders[0])
+    return SurfaceDistances(d_rp, a_r, d_pr, a_p)
+
+
+def _percentile(distances: np.ndarray, areas: np.ndarray, percent: float) -> float:
+    if len(distances) == 0:
+        return math.inf
+    cumulative = np.cumsum(areas) / np.sum(areas)
+    index = int(np.searchsorted(cumulative, percent / 100.0))
+    return float(distances[min(index, len(distances) - 1)])
+
+
+def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
+    total = int(reference.sum()) + int(prediction.sum())
+    return math.nan if total == 0 else 2.0 * int((reference & prediction).sum()) / total
+
+
+@dataclass
+class CaseMetrics:
+    """Metrics of one organ in one scan, with the raw counts that any aggregate can be recomputed from."""
+
+    dice: float
+    nsd: dict[float, float]
+    hd95: float
+    assd: float
+    tp: int
+    fp: int
+    fn: int
+    n_ref: int
+    n_pred: int
+    surface_ref_mm2: float
+    surface_pred_mm2: float
+    edge_case: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_row(self) -> dict:
+        row = {
+            "dice": self.dice, "hd95_mm": self.hd95, "assd_mm": self.assd, "tp": self.tp, "fp": self.fp, "fn": self.fn,
+            "n_ref": self.n_ref, "n_pred": self.n_pred, "surface_ref_mm2": self.surface_ref_mm2,
+            "surface_pred_mm2": self.surface_pred_mm2, "edge_case": self.edge_case,
+        }
+        for tolerance, value in self.nsd.items():
+            row[f"nsd_{tolerance:g}mm"] = value
+        return row
+
+
+def case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_mm, tolerances_mm=(1.0, 2.0), diagonal_mm: float | None = None) -> CaseMetrics:
+    """All metrics of one pair of bool masks, with the edge-case table of the module.
+
+    Args:
+        diagonal_mm: the worst distance, used when one mask is empty (default: the diagonal of
+            the arrays' extent).
+    """
+    _check_bool("reference", reference)
+    _check_bool("prediction", prediction)
+    n_ref, n_pred = int(reference.sum()), int(prediction.sum())
+    tp = int((reference & prediction).sum())
+    counts = {"tp": tp, "fp": n_pred - tp, "fn": n_ref - tp, "n_ref": n_ref, "n_pred": n_pred}
+    if diagonal_mm is None:
+        diagonal_mm = float(np.linalg.norm(np.asarray(reference.shape) * np.asarray(spacing_mm, dtype=float)))
+    if n_ref == 0 and n_pred == 0:
+        nan = math.nan
+        return CaseMetrics(nan, {t: nan for t in tolerances_mm}, nan, nan, surface_ref_mm2=0.0, surface_pred_mm2=0.0, edge_case="absent", **counts)
+    distances = surface_distances(reference, prediction, spacing_mm)
+    areas = (float(distances.areas_ref.sum()), float(distances.areas_pred.sum()))
+    if n_ref == 0 or n_pred == 0:
+        return CaseMetrics(0.0, {t: 0.0 for t in tolerances_mm}, diagonal_mm, diagonal_mm, surface_ref_mm2=areas[0],
+                           surface_pred_mm2=areas[1], edge_case="false_positive" if n_ref == 0 else "missed", **counts)
+    total = areas[0] + areas[1]
+    nsd = {
+        t: float((distances.areas_ref[distances.distances_ref_to_pred <= t].sum() + distances.areas_pred[distances.distances_pred_to_ref <= t].sum()) / total)
+        for t in tolerances_mm
+    }
+    hd95 = max(_percentile(distances.distances_ref_to_pred, distances.areas_ref, 95), _percentile(distances.distances_pred_to_ref, distances.areas_pred, 95))
+    assd = 0.5 * (
+        float(np.sum(distances.distances_ref_to_pred * distances.areas_ref) / areas[0])
+        + float(np.sum(distances.distances_pred_to_ref * distances.areas_pred) / areas[1])
+    )
+    return CaseMetrics(2.0 * tp / (n_ref + n_pred), nsd, hd95, assd, surface_ref_mm2=areas[0], surface_pred_mm2=areas[1], **counts)
+
+
+def organ_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_mm, organ_ids, tolerances_mm=(1.0, 2.0)) -> dict[int, CaseMetrics]:
+    """Metrics of every organ of two label maps, each organ cropped to the bounding box it has in
+    either map (found for all organs in one pass with `scipy.ndimage.find_objects`)."""
+    from scipy import ndimage
+
+    if reference.shape != prediction.shape:
+        raise MaskValueError(f"label maps of different shapes: {reference.shape} and {prediction.shape}")
+    top = max(organ_ids)
+    boxes_ref = ndimage.find_objects(np.asarray(reference, dtype=np.int32) if reference.dtype.kind not in "ui" else reference, max_label=top)
+    boxes_pred = ndimage.find_objects(np.asarray(prediction, dtype=np.int32) if prediction.dtype.kind not in "ui" else prediction, max_label=top)
+    diagonal = float(np.linalg.norm(np.asarray(reference.shape) * np.asarray(spacing_mm, dtype=float)))
+    results = {}
+    for organ in organ_ids:
+        boxes = [b for b in (boxes_ref[organ - 1], boxes_pred[organ - 1]) if b is not None]
+        if not boxes:
+            results[organ] = case_metrics(np.zeros((1, 1, 1), bool), np.zeros((1, 1, 1), bool), spacing_mm, tolerances_mm, diagonal)
+            continue
+        region = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+        results[organ] = case_metrics(reference[region] == organ, prediction[region] == organ, spacing_mm, tolerances_mm, diagonal)
+    return results
