@@ -34,7 +34,7 @@ def _run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_readme_opens_with_install_and_test_commands():
     bash = [code for lang, code in BLOCKS if lang == "bash"]
     install, test = bash[0].strip(), bash[1].strip()
-    assert install.startswith("pip install") and "umd synth" in install
+    assert install.startswith("pip install") and "umd demo" in install
     assert test.startswith("pip install") and "pytest" in test
     ci = (REPO / ".ci" / "run").read_text()
     assert test in ci.splitlines(), "the README's test command must be the one .ci/run runs"
@@ -51,7 +51,8 @@ def test_every_readme_example_runs(tmp_path):
         elif lang == "python":
             result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
             assert result.returncode == 0, f"README Python block failed:\n{code}\n{result.stderr}"
-    assert (tmp_path / "umd-mini" / "release.json").is_file()
+    assert (tmp_path / "umd-demo" / "umd-mini" / "release.json").is_file()
+    assert (tmp_path / "umd-demo" / "noisy-oracle" / "report.html").is_file()
 
 
 def test_readme_error_example_is_true(small_release):

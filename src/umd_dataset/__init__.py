@@ -38,6 +38,7 @@ __all__ = [
     "coverage",
     "load_dataset",
     "export_hf",
+    "evaluate",
     "UMDError",
     "ReleaseNotFoundError",
     "IncompleteReleaseError",
@@ -69,6 +70,7 @@ _LAZY = {
     "coverage": "umd_dataset.coverage",
     "load_dataset": "umd_dataset.hf",
     "export_hf": "umd_dataset.hf",
+    "evaluate": "umd_dataset.evaluation.runner",
     "UMDError": "umd_dataset.errors",
     "ReleaseNotFoundError": "umd_dataset.errors",
     "IncompleteReleaseError": "umd_dataset.errors",
@@ -107,6 +109,7 @@ if TYPE_CHECKING:
         UnsafePathError,
         VerificationError,
     )
+    from umd_dataset.evaluation.runner import evaluate
     from umd_dataset.harmonize import HarmonizeOptions, harmonize
     from umd_dataset.hf import export_hf, load_dataset
     from umd_dataset.index import Release, Study, Subject, open_release

@@ -178,6 +178,98 @@ def cache_build(
     typer.echo(f"patch cache at {cache.path}: {len(cache.state['scans'])} scans, {cache.state['codec']}, chunks {cache.state['chunks']}")
 
 
+def _model(spec: str, kind: str):
+    """A model from its CLI name: oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:"CMD {input} {output}",
+    or python:module:function (with --kind)."""
+    from umd_dataset.evaluation import models
+
+    if spec == "oracle":
+        return models.NoisyOracle()
+    if spec == "region-growing":
+        return models.RegionGrowing()
+    prefix, _, rest = spec.partition(":")
+    if prefix == "unet":
+        return models.TorchModel.from_checkpoint(rest)
+    if prefix == "folder":
+        return models.FolderModel(rest)
+    if prefix == "command":
+        return models.CommandModel(rest)
+    if prefix == "python":
+        import importlib
+
+        module, _, function = rest.rpartition(":")
+        return models.FunctionModel(getattr(importlib.import_module(module), function), kind=kind, name=function)
+    raise typer.BadParameter(f"unknown model {spec!r}: use oracle, region-growing, unet:PATH, folder:PATH, command:CMD or python:module:function")
+
+
+@app.command()
+def evaluate(
+    release: str = typer.Argument(..., help="Release folder, 'umd' or 'umd-mini'."),
+    out: Path = typer.Argument(..., help="Run folder (new, or an interrupted run to resume)."),
+    model: str = typer.Option(..., help="oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:'prog {input} {output}', python:module:function."),
+    kind: str = typer.Option("automatic", help="For python: models: automatic or promptable."),
+    split: str = typer.Option("test", help="Split to score."),
+    domains: str = typer.Option("ct,petct_pet,mri,petmri_pet", help="Comma-separated evaluation domains."),
+    organs: Optional[str] = typer.Option(None, help="Comma-separated organs (default all)."),
+    prompt: str = typer.Option("point", help="Promptable models: point, points, box, class or text."),
+    point: str = typer.Option("center", help="Point rule: center (largest inscribed sphere), centroid or random."),
+    k: int = typer.Option(1, help="Points for --prompt points."),
+    box_jitter_mm: float = typer.Option(0.0, help="Box prompts: face jitter (mm)."),
+    iterations: int = typer.Option(0, help="Corrective clicks after the first prediction."),
+    seed: int = typer.Option(0, help="Prompt seed."),
+    timeout_s: float = typer.Option(600.0, help="Seconds per model call."),
+    name: Optional[str] = typer.Option(None, help="Model name in the results."),
+    reported: Optional[str] = typer.Option(None, help="Reported Dice per domain, e.g. ct=0.91,petct_pet=0.88."),
+) -> None:
+    """Score a model per organ and domain; resumable; sharded under torchrun (RANK/WORLD_SIZE)."""
+    from umd_dataset.evaluation import EvalConfig
+    from umd_dataset.evaluation import evaluate as run
+    from umd_dataset.evaluation.prompts import PromptConfig
+
+    config = EvalConfig(
+        split=split, domains=tuple(d.strip() for d in domains.split(",")),
+        organs=tuple(o.strip() for o in organs.split(",")) if organs else None,
+        prompt=PromptConfig(kind=prompt, point=point, k=k, box_jitter_mm=box_jitter_mm, iterations=iterations, seed=seed),
+        timeout_s=timeout_s,
+    )
+    scores = {k_.strip(): float(v) for k_, v in (item.split("=") for item in reported.split(","))} if reported else None
+    result = run(_model(model, kind), release, out, config=config, name=name, reported=scores)
+    if not result.complete:
+        typer.echo(f"this shard is done ({result.scans_scored} scans scored); the last shard to finish merges the table")
+        return
+    typer.echo(_dice_table(result.table))
+    typer.echo(f"results: {out / 'results.parquet'}, {out / 'results.csv'}; report: {out / 'report.html'}, {out / 'report.md'}")
+
+
+def _dice_table(table) -> str:
+    from umd_dataset.modalities import modalities
+
+    scored = table[table["edge_case"] != "absent"]
+    means = scored.groupby("domain")["dice"].mean()
+    return "mean Dice: " + "  ".join(f"{d.name}: {means[d.key]:.3f}" for d in modalities().domains if d.key in means)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Argument(Path("umd-demo"), help="Folder for UMD-mini and the two evaluation runs."),
+) -> None:
+    """The main job on the embedded default: generate UMD-mini, evaluate two baselines on all four
+    domains (a noisy oracle and one-point region growing), and write their reports."""
+    from umd_dataset.evaluation import evaluate as run
+    from umd_dataset.evaluation.models import NoisyOracle, RegionGrowing
+    from umd_dataset.index import open_release
+    from umd_dataset.release import DESCRIPTOR
+    from umd_dataset.synthetic import SynthConfig, synthesize
+
+    root = out / "umd-mini"
+    release = open_release(root) if (root / DESCRIPTOR).is_file() else synthesize(root, SynthConfig(), progress=True)
+    typer.echo(format_summary(release.summary(), root))
+    for model in (NoisyOracle(), RegionGrowing()):
+        result = run(model, release, out / model.name)
+        typer.echo(f"\n{model.name} ({model.kind}): " + _dice_table(result.table))
+        typer.echo(f"  report: {out / model.name / 'report.html'}")
+
+
 labels_app = typer.Typer(
     help="The label schema, the alias tables of annotation sources, harmonization and coverage.",
     no_args_is_help=True,

@@ -23,6 +23,7 @@ __all__ = [
     "MaskValueError",
     "LabelOverlapError",
     "LossyLabelError",
+    "ModelOutputError",
     "did_you_mean",
 ]
 
@@ -81,6 +82,10 @@ class LabelOverlapError(UMDError, ValueError):
 
 class LossyLabelError(UMDError, ValueError):
     """A source label that merges organs the schema keeps apart (e.g. both kidneys in one label)."""
+
+
+class ModelOutputError(UMDError, ValueError):
+    """A model returned something that is not a valid prediction for the case (the message says what)."""
 
 
 def did_you_mean(value: str, options: Iterable[str], what: str) -> str:

@@ -28,7 +28,7 @@ from umd_dataset.errors import ReleaseNotFoundError, UMDError, UnknownNameError,
 from umd_dataset.index import Release, open_release
 from umd_dataset.modalities import modalities
 
-__all__ = ["CONFIGS", "features", "rows", "to_hf", "load_dataset", "export_hf", "default_mini_root"]
+__all__ = ["CONFIGS", "features", "rows", "to_hf", "load_dataset", "resolve_release", "export_hf", "default_mini_root"]
 
 CONFIGS = ("petct", "petmri", "paired")
 MINI_VERSION = "1.0.0"
@@ -173,6 +173,22 @@ def load_dataset(
     _check_config(config)
     if hub_repo is not None:
         return _from_hub(hub_repo, config, split, streaming)
+    release = resolve_release(name, data_dir)
+    if version is not None and release.info.version != version:
+        raise UMDError(
+            f"{release.root} holds {release.info.name} version {release.info.version}, not {version}. Point data_dir to "
+            f"the {version} release, or drop version= to take this one."
+        )
+    return to_hf(release, config, split=split, organs=organs, streaming=streaming)
+
+
+def resolve_release(name: str = "umd", data_dir: str | os.PathLike | None = None) -> Release:
+    """The release a name means: ``"umd"`` (`data_dir` or ``$UMD_DATA_DIR``), ``"umd-mini"``
+    (generated on first use), or a folder.
+
+    Raises:
+        ReleaseNotFoundError: no release where one was expected; the message says how to get one.
+    """
     if data_dir is None and name not in ("umd", "umd-mini"):
         data_dir = name
     if data_dir is None and name == "umd":
@@ -190,13 +206,7 @@ def load_dataset(
             from umd_dataset.synthetic import SynthConfig, synthesize
 
             synthesize(data_dir, SynthConfig(version=MINI_VERSION), progress=True)
-    release = open_release(data_dir)
-    if version is not None and release.info.version != version:
-        raise UMDError(
-            f"{data_dir} holds {release.info.name} version {release.info.version}, not {version}. Point data_dir to "
-            f"the {version} release, or drop version= to take this one."
-        )
-    return to_hf(release, config, split=split, organs=organs, streaming=streaming)
+    return open_release(data_dir)
 
 
 def _from_hub(repo: str, config: str, split: str | None, streaming: bool):
