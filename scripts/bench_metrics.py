@@ -11,6 +11,7 @@ Prints both times, their ratio, and the largest relative difference between the 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -91,7 +92,7 @@ def main() -> None:
     print(f"label maps {reference.shape}, spacing {spacing} mm, prediction: {args.prediction}, {len(organs)} organs present in both; "
           "metrics: Dice, NSD@1mm, NSD@2mm, HD95, ASSD")
     print(f"DeepMind surface-distance: {t_ref:8.2f} s")
-    print(f"umd_dataset:               {t_ours:8.2f} s")
+    print(f"umd_dataset:               {t_ours:8.2f} s   (organs in {os.cpu_count()} threads; the reference runs in one)")
     print(f"ratio:                     {t_ref / t_ours:8.1f}x   largest relative difference: {worst:.2e}")
 
 

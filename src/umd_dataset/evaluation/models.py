@@ -59,6 +59,7 @@ class FunctionModel:
 
     def __init__(self, function: Callable, kind: str = "automatic", name: str | None = None) -> None:
         self.function, self.kind, self.name = function, kind, name or getattr(function, "__name__", "function")
+        self.needs_reference = getattr(function, "needs_reference", False)
 
     def __call__(self, case: Case, prompt=None):
         return self.function(case) if self.kind == "automatic" else self.function(case, prompt)

@@ -326,11 +326,13 @@ def evaluate(
                 if bar is not None:
                     bar.update(1)
 
-        for record in todo:
-            rows = _run_model(model, kind, record, release, config, organs, name)  # the model, in this thread
-            pending.append(pool.submit(rows))  # its metrics, in the pool
-            flush(max(1, config.metric_workers))
-        flush(0)
+        try:
+            for record in todo:
+                rows = _run_model(model, kind, record, release, config, organs, name)  # the model, in this thread
+                pending.append(pool.submit(rows))  # its metrics, in the pool
+                flush(max(1, config.metric_workers))
+        finally:  # also on Ctrl-C: the scans whose model run finished are scored and kept
+            flush(0)
     if bar is not None:
         bar.close()
     (out / RESULTS / f"shard-{index:03d}-of-{count:03d}.done").write_text("done\n")

@@ -1,0 +1,109 @@
+"""Metrics against DeepMind's surface-distance, hand-derived values, and the edge-case table."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from umd_dataset.errors import MaskValueError
+from umd_dataset.evaluation.metrics import case_metrics, organ_metrics, surface_distances
+
+sd = pytest.importorskip("surface_distance", reason="surface-distance is a test dependency: pip install -e '.[test]'")
+
+
+def reference_values(a, b, spacing):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        distances = sd.compute_surface_distances(a, b, spacing)
+        return {
+            "dice": sd.compute_dice_coefficient(a, b),
+            "nsd1": sd.compute_surface_dice_at_tolerance(distances, 1.0),
+            "nsd2": sd.compute_surface_dice_at_tolerance(distances, 2.0),
+            "hd95": sd.compute_robust_hausdorff(distances, 95),
+            "assd": float(np.mean(sd.compute_average_surface_distance(distances))),
+        }
+
+
+def blob(rng, shape, sigma, level):
+    return ndimage.gaussian_filter(rng.normal(size=shape), sigma) > level
+
+
+CASES = {
+    "blobs, anisotropic": lambda rng: (blob(rng, (40, 44, 24), 3, 0.05), blob(rng, (40, 44, 24), 3, 0.05), (0.8, 1.3, 2.5)),
+    "thin tube": lambda rng: (
+        np.pad(np.ones((1, 1, 30), bool), ((10, 10), (10, 10), (2, 2))),
+        np.pad(np.ones((1, 2, 28), bool), ((11, 9), (10, 9), (3, 3))),
+        (0.7, 0.7, 3.0),
+    ),
+    "touching the border": lambda rng: (
+        np.pad(np.ones((20, 16, 10), bool), ((0, 5), (3, 0), (0, 0))),
+        np.pad(np.ones((18, 16, 10), bool), ((2, 5), (0, 3), (0, 0))),
+        (1.0, 2.0, 4.0),
+    ),
+    "boundary noise": lambda rng: (lambda a: (a, a ^ (ndimage.binary_dilation(a) & (rng.random(a.shape) < 0.3)), (1.1, 0.9, 2.0)))(
+        blob(rng, (36, 36, 30), 4, 0.02)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_agrees_with_surface_distance(name):
+    reference, prediction, spacing = CASES[name](np.random.default_rng(3))
+    expected = reference_values(reference, prediction, spacing)
+    got = case_metrics(reference, prediction, spacing, tolerances_mm=(1.0, 2.0))
+    mine = {"dice": got.dice, "nsd1": got.nsd[1.0], "nsd2": got.nsd[2.0], "hd95": got.hd95, "assd": got.assd}
+    for key in expected:
+        assert mine[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-12), (name, key)
+
+
+def test_shifted_cube_by_hand():
+    """A 4x4x4 cube shifted by one voxel along the 3 mm axis: 48 of 64 voxels shared; the caps are
+    3 mm apart, the sides coincide."""
+    a = np.zeros((8, 8, 10), bool)
+    a[2:6, 2:6, 2:6] = True
+    b = np.roll(a, 1, axis=2)
+    metrics = case_metrics(a, b, (1.0, 2.0, 3.0), tolerances_mm=(1.0, 3.0))
+    assert metrics.dice == pytest.approx(2 * 48 / 128)
+    assert (metrics.tp, metrics.fp, metrics.fn, metrics.n_ref, metrics.n_pred) == (48, 16, 16, 64, 64)
+    assert metrics.hd95 == pytest.approx(3.0)
+    assert metrics.nsd[3.0] == pytest.approx(1.0) and metrics.nsd[1.0] < 1.0
+    assert metrics.edge_case == ""
+
+
+def test_edge_cases():
+    empty = np.zeros((5, 6, 7), bool)
+    full = empty.copy()
+    full[1:3, 1:3, 1:3] = True
+    spacing = (1.0, 2.0, 2.0)
+    diagonal = math.sqrt(25 + 144 + 196)
+    absent = case_metrics(empty, empty, spacing)
+    assert absent.edge_case == "absent" and math.isnan(absent.dice) and math.isnan(absent.hd95)
+    missed = case_metrics(full, empty, spacing)
+    assert (missed.edge_case, missed.dice, missed.nsd[1.0], missed.fn) == ("missed", 0.0, 0.0, 8)
+    assert missed.hd95 == pytest.approx(diagonal) and missed.assd == pytest.approx(diagonal)
+    extra = case_metrics(empty, full, spacing)
+    assert (extra.edge_case, extra.dice, extra.fp) == ("false_positive", 0.0, 8)
+
+
+def test_non_bool_masks_are_rejected():
+    with pytest.raises(MaskValueError, match="must be a bool numpy array"):
+        surface_distances(np.ones((3, 3, 3), np.uint8), np.ones((3, 3, 3), bool), (1, 1, 1))
+
+
+def test_organ_metrics_of_a_label_map(small_release):
+    from umd_dataset.io import read_nifti
+
+    record = small_release.select(scan="ct")[0]
+    labels, _ = read_nifti(small_release.label_path(record))
+    labels = np.asarray(labels)
+    moved = np.roll(labels, 2, axis=0)
+    result = organ_metrics(labels, moved, record.spacing_mm, list(range(1, 14)))
+    for organ, metrics in result.items():
+        expected = reference_values(labels == organ, moved == organ, record.spacing_mm)
+        assert metrics.dice == pytest.approx(expected["dice"], rel=1e-6)
+        assert metrics.hd95 == pytest.approx(expected["hd95"], rel=1e-6)
+        assert metrics.nsd[2.0] == pytest.approx(expected["nsd2"], rel=1e-6)
