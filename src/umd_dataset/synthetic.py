@@ -491,7 +491,8 @@ def synthesize(
     job = {"generator": "umd_dataset.synthetic", **asdict(config)}
     writer = ReleaseWriter(root, job=job, schema=schema, overwrite=overwrite)
     subjects = plan(config)
-    todo = [(s, study) for s in subjects for study in s.studies if (s.id, study) not in writer.finished]
+    finished = writer.finished  # read once: it lists the job folder
+    todo = [(s, study) for s in subjects for study in s.studies if (s.id, study) not in finished]
     bar = None
     if progress:
         from tqdm.auto import tqdm

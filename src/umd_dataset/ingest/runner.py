@@ -279,7 +279,8 @@ def run_jobs(
     writer = ReleaseWriter(root, job=job_identity, schema=load_schema())
     done = writer.finished
     todo = [job for job in jobs if (job.subject, job.study) not in done]
-    report.resumed = sorted(f"{s}/{st}" for s, st in done if any((j.subject, j.study) == (s, st) for j in jobs))
+    planned = {(j.subject, j.study) for j in jobs}
+    report.resumed = sorted(f"{s}/{st}" for s, st in done if (s, st) in planned)
     bar = None
     if progress:
         from tqdm.auto import tqdm
