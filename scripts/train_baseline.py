@@ -11,6 +11,7 @@ the checkpoint is saved every `--save-every` steps and a rerun resumes from it.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -72,12 +73,15 @@ def main(argv=None) -> None:
         step = meta["step"]
         print(f"resuming from {out} at step {step}")
     start = time.perf_counter()
-    epoch = step // max(1, len(dataset) // args.batch)
+    batches_per_epoch = math.ceil(len(dataset) / args.batch)
+    epoch, skip = divmod(step, batches_per_epoch)  # resume at the batch where the run stopped
     while step < args.steps:
         dataset.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers,
                                              generator=torch.Generator().manual_seed(args.seed + epoch))
-        for batch in loader:
+        for position, batch in enumerate(loader):
+            if position < skip:
+                continue
             image = torch.stack([normalize(x) for x in batch["image"]])
             target = batch["label"][:, 0].long()
             logits = model(image)
@@ -94,7 +98,7 @@ def main(argv=None) -> None:
                                 extra={"release": f"{release.info.name} {release.info.version}", "cases": [r.key for r in dataset.records]})
             if step >= args.steps:
                 break
-        epoch += 1
+        epoch, skip = epoch + 1, 0
     print(f"wrote {out} (step {step})")
 
 

@@ -166,3 +166,18 @@ def test_classification_rules(modality, image_type, description, corrected, kind
         ds.CorrectedImage = corrected
     series = Series("1.2", "1.2.3", [Header.of("x.dcm", ds)])
     assert classify(series)[:2] == (kind, contrast)
+
+
+def test_malformed_header_value_is_reported_not_fatal(tmp_path):
+    ct = get_testdata_file("CT_small.dcm", download=False)
+    shutil.copy(ct, tmp_path / "good.dcm")
+    ds = pydicom.dcmread(ct)
+    ds.SeriesInstanceUID = "1.2.3.999"
+    ds.ImagePositionPatient = [1.0, 22.0, 3.0]
+    ds.save_as(tmp_path / "bad.dcm")
+    data = (tmp_path / "bad.dcm").read_bytes()
+    (tmp_path / "bad.dcm").write_bytes(data.replace(b"1.0\\22.0\\3.0", b"1.0\\abc.\\3.0"))  # bytes only pydicom's reader meets
+    found = discover(tmp_path)
+    assert [s.kind for s in found.series] == ["ct"]
+    assert [os.path.basename(p.path) for p in found.problems] == ["bad.dcm"]
+    assert "malformed header value" in found.problems[0].reason

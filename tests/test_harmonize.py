@@ -287,3 +287,16 @@ def test_provenance_round_trips_through_json(ct, tmp_path):
     saved, saved_affine = read_nifti(tmp_path / "out.nii.gz")
     assert np.array_equal(saved, labels) and np.allclose(saved_affine, affine)
     assert json.loads((tmp_path / "out.json").read_text())["policy"]["overlap"] == "error"
+
+
+def test_seg_with_empty_slices_left_out_keeps_its_slice_spacing(tmp_path):
+    """Writers leave out empty slices: frames on slices 1 and 5 of a 2.5 mm grid stay 10 mm apart."""
+    affine = np.diag([1.0, 1.0, 2.5, 1.0])
+    mask = np.zeros((6, 6, 8), bool)
+    mask[2:4, 2:4, 1] = mask[2:4, 2:4, 5] = True
+    path = write_seg(tmp_path / "seg.dcm", Geometry(mask.shape, affine), [{"label": "Liver", "mask": mask}])
+    result = harmonize_dicom_seg(path)
+    assert np.allclose(np.linalg.norm(result.affine[:3, :3], axis=0), [1.0, 1.0, 2.5])
+    assert result.labels.shape == (6, 6, 5)
+    assert np.array_equal(np.flatnonzero(result.labels.any(axis=(0, 1))), [0, 4])
+    assert np.allclose(result.affine[:3, 3], affine[:3, :3] @ [0, 0, 1])

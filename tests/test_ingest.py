@@ -225,10 +225,53 @@ def test_nnunet_raw_folder(small_release, tmp_path):
         write_nifti(raw / "imagesTr" / f"case_{number:03d}_0000.nii.gz", np.asarray(image), affine)
         write_nifti(raw / "imagesTr" / f"case_{number:03d}_0001.nii.gz", pet, affine)
         write_nifti(raw / "labelsTr" / f"case_{number:03d}.nii.gz", np.asarray(labels), affine)
-    names = {"background": 0, **{o.name: o.id for o in small_release.schema}}
+    names = {"background": 0, **{o.name: o.id for o in small_release.schema}, "tumor": 14}  # a lesion label besides the organs
     (raw / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "PET"}, "labels": names, "numTraining": 2, "file_ending": ".nii.gz"}))
-    release, _ = ingest(raw, tmp_path / "release", keep_ids=True)
+    release, _ = ingest(raw, tmp_path / "release", keep_ids=True)  # "tumor" is unknown but occurs in no voxel: no error
     assert sorted(release.subjects) == ["case_000", "case_001"]
     record = release.subjects["case_000"].studies["petct"].scans["ct"]
     expected, _ = read_nifti(raw / "labelsTr" / "case_000.nii.gz")
     assert np.array_equal(read_nifti(release.label_path(record))[0], expected)
+
+
+def test_unknown_label_that_occurs_is_an_error_unless_dropped(small_release, tmp_path):
+    ct = small_release.pairs()[0].studies["petct"].scans["ct"]
+    image, affine = read_nifti(small_release.image_path(ct))
+    labels = np.asarray(read_nifti(small_release.label_path(ct))[0]).copy()
+    labels[:3, :3, :3] = 14
+    raw = tmp_path / "Dataset043"
+    write_nifti(raw / "imagesTr" / "case_0000.nii.gz", np.asarray(image), affine)
+    write_nifti(raw / "imagesTr" / "case_0001.nii.gz", np.zeros(labels.shape, np.float32), affine)
+    write_nifti(raw / "labelsTr" / "case.nii.gz", labels, affine)
+    names = {"background": 0, **{o.name: o.id for o in small_release.schema}, "tumor": 14}
+    (raw / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "PET"}, "labels": names, "file_ending": ".nii.gz"}))
+    with pytest.raises(IngestError, match="Unknown label name 'tumor'"):
+        ingest(raw, tmp_path / "refused", keep_ids=True)
+    release, _ = ingest(raw, tmp_path / "release", keep_ids=True, options=IngestOptions(drop=("tumor",)))
+    provenance = json.loads((release.image_path(release.scans[0]).parent / "provenance.json").read_text())
+    assert {"name": "tumor", "status": "dropped", "voxels": 27} == {k: v for k, v in next(r for r in provenance["labels"]["labels"] if r["name"] == "tumor").items() if k in ("name", "status", "voxels")}
+
+
+def test_a_seg_series_stored_as_several_instances_is_read_whole(small_release, tmp_path):
+    from umd_dataset.io import Geometry
+    from umd_dataset.seg_writer import write_seg
+
+    subject = small_release.pairs()[0]
+    info = write_dicom_study(small_release, subject.id, "petct", tmp_path / "raw", patient=PATIENTS[0], dose=DOSES["petct"], seg=False)
+    ct = subject.studies["petct"].scans["ct"]
+    labels, affine = read_nifti(small_release.label_path(ct))
+    labels = np.asarray(labels)
+    import pydicom
+
+    first = pydicom.dcmread(next((info["folder"] / "CT_ct").iterdir()), stop_before_pixels=True)
+    series = "1.2.826.0.1.3680043.8.498.77"
+    for number, organs in enumerate(((1, "Liver"), (9, "Urinary bladder"))):
+        path = write_seg(tmp_path / "raw" / f"seg{number}.dcm", Geometry(labels.shape, affine),
+                         [{"label": organs[1], "mask": labels == organs[0]}],
+                         study_uid=str(info["study_uid"]), frame_of_reference=str(first.FrameOfReferenceUID))
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series  # two instances of one SEG series
+        ds.save_as(path)
+    release, _ = ingest(tmp_path / "raw", tmp_path / "release", options=IngestOptions(secret="s"))
+    [record] = release.select(scan="ct")
+    assert set(record.organs) == {"liver", "urinary_bladder"}

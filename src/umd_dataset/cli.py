@@ -126,6 +126,8 @@ def ingest(
     skip_failed: bool = typer.Option(False, help="Finish the release without the studies that failed (listed)."),
     allow_unlabelled: bool = typer.Option(False, help="Write empty label maps for studies without labels."),
     overlap: str = typer.Option("error", help="Voxels claimed by two organs: error, smallest or largest."),
+    unknown: str = typer.Option("error", help="Labels that are no organ nor known structure: error or drop."),
+    drop: list[str] = typer.Option([], help="Source label to leave out on purpose, e.g. a lesion label (repeatable)."),
     keep_ids: bool = typer.Option(False, help="NIfTI/nnU-Net inputs: keep their subject ids instead of pseudonyms."),
 ) -> None:
     """Turn raw PET/CT and PET/MRI studies into a verified release (resumable: run again to finish)."""
@@ -136,7 +138,7 @@ def ingest(
     options = IngestOptions(
         name=name, version=version, secret=secret, mapping_path=str(write_mapping) if write_mapping else None,
         splits_path=str(splits) if splits else None, workers=workers, skip_failed=skip_failed,
-        allow_unlabelled=allow_unlabelled, overlap=overlap,
+        allow_unlabelled=allow_unlabelled, overlap=overlap, unknown=unknown, drop=tuple(drop),
         suv_overrides=overrides_from_csv(suv_overrides) if suv_overrides else {},
     )
     release, report = run(source, out, options=options, input_format=input_format, keep_ids=keep_ids, progress=True)

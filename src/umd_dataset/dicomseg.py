@@ -120,21 +120,30 @@ def read_dicom_seg(path: str | os.PathLike, target: Geometry | None = None, frac
     rows, cols = pixels.shape[1:]
 
     if target is None:
+        # the SEG's own grid: writers leave out empty slices, so the slice spacing is the declared
+        # one (SpacingBetweenSlices, else SliceThickness), not the gap between the frames present
         heights = np.array([p @ normal for p in positions])
         levels = np.unique(np.round(heights, 3))
-        if len(levels) > 1:
-            steps = np.diff(levels)
-            if not np.allclose(steps, steps[0], rtol=1e-3, atol=1e-3):
-                raise UMDError(f"{path}: frame positions are unevenly spaced ({sorted(set(np.round(steps, 3)))} mm); give a target grid.")
-            d_slice = float(steps[0])
+        measures = shared and _first(shared, "PixelMeasuresSequence")
+        declared = float(getattr(measures, "SpacingBetweenSlices", 0) or getattr(measures, "SliceThickness", 0) or 0)
+        if declared > 0:
+            d_slice = declared
+        elif len(levels) > 1:
+            d_slice = float(np.diff(levels).min())
+            notes.append(f"no slice spacing declared: {d_slice} mm, the smallest gap between frames, was used.")
         else:
-            measures = shared and _first(shared, "PixelMeasuresSequence")
-            d_slice = float(getattr(measures, "SpacingBetweenSlices", 0) or getattr(measures, "SliceThickness", 0) or 1.0)
-            notes.append(f"one slice position: slice spacing {d_slice} mm taken from the pixel measures.")
+            d_slice = 1.0
+            notes.append("one slice position and no declared spacing: 1 mm used.")
+        index = (levels - levels[0]) / d_slice
+        if not np.allclose(index, np.round(index), atol=1e-2):
+            raise UMDError(
+                f"{path}: frame positions {np.round(levels, 3).tolist()} mm are not on a grid of {d_slice} mm slices; "
+                "give the scan the SEG was drawn on as the target grid."
+            )
         origin = positions[int(np.argmin(heights))] - normal * (heights.min() - levels[0])
         lps = np.eye(4)
         lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * d_col, col_dir * d_row, normal * d_slice, origin
-        target = Geometry((cols, rows, len(levels)), LPS_TO_RAS @ lps)
+        target = Geometry((cols, rows, int(round(index[-1])) + 1), LPS_TO_RAS @ lps)
 
     to_voxel = np.linalg.inv(target.affine) @ LPS_TO_RAS
     step_c = to_voxel[:3, :3] @ (row_dir * d_col)

@@ -342,16 +342,25 @@ def harmonize_label_map(
     named = dict(table.labels) if table is not None else {}
     named.update(names or {})
     # the meaning of every id the source defines, before reading any voxel (a table of <= 65536 entries)
-    meanings = {i: _meaning(n, table, options, schema, where=where, label_id=i) for i, n in named.items() if i != 0}
+    meanings: dict[int, Resolution | UnknownLabelError] = {}
+    for label_id, label_name in named.items():
+        if label_id == 0:
+            continue
+        try:
+            meanings[label_id] = _meaning(label_name, table, options, schema, where=where, label_id=label_id)
+        except UnknownLabelError as error:  # raised only if the label occurs in the voxels
+            meanings[label_id] = error
     lut = np.zeros(np.iinfo(labels.dtype).max + 1, dtype=np.uint8)
     for label_id, meaning in meanings.items():
-        if meaning.kind == "organ":
+        if isinstance(meaning, Resolution) and meaning.kind == "organ":
             lut[label_id] = schema.organ(meaning.organ).id
     canonical, counts = _apply_lut(labels, lut)  # the one pass over the voxels
     for label_id in np.flatnonzero(counts):
         label_id = int(label_id)
         if label_id == 0:
             continue
+        if isinstance(meanings.get(label_id), UnknownLabelError):
+            raise meanings[label_id]
         if label_id in meanings:
             record = _record_meaning(meanings[label_id], named[label_id], counts[label_id], where, label_id)
         elif options.unknown == "drop" or str(label_id) in options.drop:
@@ -367,7 +376,7 @@ def harmonize_label_map(
         provenance.labels.append(record)
     organ_counts = np.bincount(lut, weights=counts, minlength=len(schema) + 1).astype(np.int64)
     provenance.organ_voxels = {o.slug: int(organ_counts[o.id]) for o in schema if organ_counts[o.id] > 0}
-    provided = set(table.organs) if table else {m.organ for m in meanings.values() if m.organ}
+    provided = set(table.organs) if table else {m.organ for m in meanings.values() if isinstance(m, Resolution) and m.organ}
     provenance.absent = [o.slug for o in schema if o.slug not in provenance.organ_voxels and o.slug in provided]
     if options.empty == "error" and provenance.absent:
         raise UMDError(f"{where}: organs absent from the label map: {provenance.absent} (empty='error').")

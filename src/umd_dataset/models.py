@@ -107,7 +107,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """(model in eval mode on `device`, the checkpoint's metadata)."""
     from umd_dataset.errors import UMDError
 
-    payload = torch.load(path, map_location=device, weights_only=False)
+    payload = torch.load(path, map_location=device, weights_only=True)  # never unpickle code from a checkpoint
     if not isinstance(payload, dict) or payload.get("format") != "umd-unet3d":
         raise UMDError(f"{path} is not a umd_dataset U-Net checkpoint (written by scripts/train_baseline.py).")
     model = UNet3D(**payload["model"]).to(device)

@@ -305,10 +305,10 @@ def evaluate(
     path = out / RESULTS / f"shard-{index:03d}-of-{count:03d}.jsonl"
     done = {(row[0]["subject"], row[0]["study"], row[0]["scan"]) for row in _read_lines(path) if row}
     todo = [r for r in records if (r.subject, r.study, r.scan) not in done]
-    if path.is_file():  # drop a line cut by a kill before appending
-        complete = b"".join(json.dumps(line).encode() + b"\n" for line in _read_lines(path))
-        if complete != path.read_bytes():
-            path.write_bytes(complete)
+    if path.is_file():  # drop a line cut by a kill before appending (truncating never touches the complete lines)
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            os.truncate(path, data.rfind(b"\n") + 1)
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -188,7 +188,10 @@ def _read_header(path: str) -> tuple[Header | None, FileProblem | None, bool]:
         return None, FileProblem(path, f"corrupt or truncated DICOM: {error}"), True
     if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
         return None, FileProblem(path, "DICOM file without Study/Series Instance UID (a DICOMDIR, or a truncated file)"), True
-    return Header.of(path, ds), None, True
+    try:  # pydicom converts values when they are read: a malformed one surfaces here
+        return Header.of(path, ds), None, True
+    except (ValueError, TypeError, KeyError, OverflowError) as error:
+        return None, FileProblem(path, f"malformed header value: {error}"), True
 
 
 def discover(root: str | os.PathLike, *, workers: int | None = None, progress: bool = False) -> Discovery:

@@ -80,7 +80,8 @@ def plan_dicom(discovery: Discovery, options: IngestOptions, secret: str, report
         labels = None
         if segs:
             seg = _pick(segs, lambda s: -s.first.series_number, "labels", choices)
-            labels = LabelSource("dicom_seg", seg.first.path, drawn_on=structural_key)
+            paths = [h.path for h in seg.headers]  # a SEG series may be stored as several instances: all are read
+            labels = LabelSource("dicom_seg", paths[0], drawn_on=structural_key, more=tuple(paths[1:]))
         identity = _identity(pet)
         subject = pseudonym(identity, secret)
         identities[identity] = subject

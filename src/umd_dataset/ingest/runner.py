@@ -53,6 +53,8 @@ class IngestOptions:
             by default a failed study stops the release from being finalized.
         allow_unlabelled: write an empty label map for a study without labels instead of failing.
         overlap: policy for voxels claimed by two organs (see `umd_dataset.harmonize`).
+        unknown, drop, aliases: how labels are harmonized (see `umd_dataset.harmonize.HarmonizeOptions`),
+            e.g. ``drop=("tumor",)`` for a dataset that also labels lesions.
         mri_contrasts: preference order of MR contrasts when a study has several.
         suv_overrides: identity or PatientID -> {weight_kg, injected_dose_bq, half_life_s}.
     """
@@ -66,6 +68,9 @@ class IngestOptions:
     skip_failed: bool = False
     allow_unlabelled: bool = False
     overlap: str = "error"
+    unknown: str = "error"
+    drop: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = field(default_factory=dict)
     mri_contrasts: tuple[str, ...] = ("in_phase", "water", "t1", "", "opposed_phase", "fat", "t2")
     suv_overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
@@ -99,6 +104,7 @@ class LabelSource:
     path: str
     source: str | None = None
     drawn_on: str = "structural"
+    more: tuple[str, ...] = ()  # further instances of a DICOM SEG series stored as several files
 
 
 @dataclass(frozen=True)
@@ -183,16 +189,18 @@ def _store_dtype(values: np.ndarray, scan: str) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def _read_labels(labels: LabelSource, target: Geometry, overlap: str):
+def _read_labels(labels: LabelSource, target: Geometry, settings: IngestOptions):
     from umd_dataset.harmonize import HarmonizeOptions, harmonize, harmonize_label_map
 
-    options = HarmonizeOptions(overlap=overlap)
+    options = HarmonizeOptions(overlap=settings.overlap, unknown=settings.unknown, drop=tuple(settings.drop), aliases=dict(settings.aliases))
     if labels.format == "nnunet":  # dataset.json label names, resolved as free text
         import nibabel as nib
 
         image = nib.load(labels.path)
         names = {int(k): v for k, v in json.loads(labels.source).items()}
         return harmonize_label_map(np.asanyarray(image.dataobj), image.affine, names=names, target=target, options=options, where=labels.path)
+    if labels.format == "dicom_seg" and labels.more:
+        return _merge_seg_instances([harmonize(p, target=target, options=options) for p in (labels.path, *labels.more)])
     if labels.format == "label_map" and labels.source == "umd":
         import nibabel as nib
 
@@ -200,6 +208,30 @@ def _read_labels(labels: LabelSource, target: Geometry, overlap: str):
         names = {o.id: o.slug for o in load_schema()}
         return harmonize_label_map(np.asanyarray(image.dataobj), image.affine, names=names, target=target, options=options, where=labels.path)
     return harmonize(labels.path, labels.source, target=target, options=options)
+
+
+def _merge_seg_instances(parts: list):
+    """One label map from the instances of a SEG series (each holding some of the organs);
+    a voxel claimed by two instances with different organs is an error naming both files."""
+    from umd_dataset.errors import LabelOverlapError
+
+    merged = parts[0].labels.copy()
+    provenance = parts[0].provenance
+    for part in parts[1:]:
+        clash = (merged != 0) & (part.labels != 0) & (merged != part.labels)
+        if clash.any():
+            raise LabelOverlapError(
+                f"SEG instances {provenance.inputs[0]} and {part.provenance.inputs[0]} give {int(clash.sum())} voxels to different organs."
+            )
+        merged[merged == 0] = part.labels[merged == 0]
+        provenance.inputs += part.provenance.inputs
+        provenance.labels += part.provenance.labels
+        provenance.notes += part.provenance.notes
+    counts = np.bincount(merged.ravel(), minlength=len(load_schema()) + 1)
+    provenance.organ_voxels = {o.slug: int(counts[o.id]) for o in load_schema() if counts[o.id] > 0}
+    provenance.absent = [a for a in provenance.absent if a not in provenance.organ_voxels]
+    parts[0].labels = merged
+    return parts[0]
 
 
 def run_study(root: str, job: StudyJob, options: IngestOptions) -> list:
@@ -218,7 +250,7 @@ def run_study(root: str, job: StudyJob, options: IngestOptions) -> list:
     drawn_on = None
     if job.labels is not None:
         drawn_on = structural if job.labels.drawn_on in ("structural", structural) else "pet"
-        harmonized = _read_labels(job.labels, geometries[drawn_on], options.overlap)
+        harmonized = _read_labels(job.labels, geometries[drawn_on], options)
         label_maps = {drawn_on: harmonized.labels}
         provenance["labels"] = {"format": job.labels.format, "drawn_on": drawn_on, **harmonized.provenance.to_dict()}
         provenance["labels"]["inputs"] = [Path(p).name for p in provenance["labels"]["inputs"]]
@@ -302,7 +334,7 @@ def run_jobs(
         for job in todo:
             try:
                 result = run_study(str(root), job, options)
-            except (UMDError, ValueError, OSError, KeyError, IndexError, AttributeError, TypeError) as error:
+            except Exception as error:  # noqa: BLE001 - any failure of one study is recorded, as in the pool branch
                 result = error
             finish(job, result)
     else:
