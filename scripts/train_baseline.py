@@ -45,15 +45,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from umd_dataset import open_release
-    from umd_dataset.cache import PatchCache, PatchDataset, StaleCacheError, build_cache, default_cache_dir
+    from umd_dataset.cache import PatchDataset, open_cache
     from umd_dataset.models import NORMALIZATIONS, UNet3D, load_checkpoint, save_checkpoint
 
     torch.manual_seed(args.seed)
     release = open_release(args.release)
-    try:
-        cache = PatchCache(default_cache_dir(release), release)
-    except StaleCacheError:
-        cache = build_cache(release, progress=True)
+    cache = open_cache(release, progress=True)  # built or brought up to date if the release changed
     dataset = PatchDataset(cache, patch_size=args.patch, samples_per_volume=4, sampler="organ", scan=args.scan, split="train", seed=args.seed)
     dataset.records = dataset.records[: args.cases]
     if not dataset.records:

@@ -10,7 +10,7 @@ import torch
 
 from edit_release import edit_manifest
 from umd_dataset import open_release
-from umd_dataset.cache import PatchCache, PatchDataset, StaleCacheError, build_cache
+from umd_dataset.cache import PatchCache, PatchDataset, StaleCacheError, build_cache, open_cache
 from umd_dataset.io import read_nifti, sha256_file, write_nifti
 
 
@@ -48,8 +48,10 @@ def test_changed_release_is_refused_and_rebuilt_scan_by_scan(small_release, rele
     changed = open_release(release_copy)
     with pytest.raises(StaleCacheError, match=r"another state of the release.*umd cache build"):
         PatchCache(tmp_path / "c", changed)
+    with pytest.raises(StaleCacheError):
+        open_cache(changed, tmp_path / "c", rebuild=False)
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*.b2nd")}
-    rebuilt = build_cache(changed, tmp_path / "c")
+    rebuilt = open_cache(changed, tmp_path / "c")  # rebuilt because the release changed
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*.b2nd")}
     rewritten = sorted(p.name for p in after if after[p] != before.get(p))
     assert rewritten == [f"{record.scan}_image.b2nd", f"{record.scan}_label.b2nd"]

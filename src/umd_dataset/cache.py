@@ -21,7 +21,7 @@ from umd_dataset.index import Release
 from umd_dataset.io import read_json, read_nifti, write_json
 from umd_dataset.release import MANIFEST, ScanRecord
 
-__all__ = ["CACHE_FORMAT", "StaleCacheError", "build_cache", "PatchCache", "PatchDataset"]
+__all__ = ["CACHE_FORMAT", "StaleCacheError", "build_cache", "open_cache", "PatchCache", "PatchDataset"]
 
 CACHE_FORMAT = 1
 CACHE_FILE = "cache.json"
@@ -145,6 +145,19 @@ def build_cache(
     state["complete"] = True
     write_json(state_path, state)
     return PatchCache(out, release)
+
+
+def open_cache(release: Release, path: str | os.PathLike | None = None, *, rebuild: bool = True, progress: bool = False) -> PatchCache:
+    """The release's patch cache, up to date: opened if it matches the release, else (with
+    `rebuild`) brought up to date first, rewriting only the scans that changed."""
+    path = Path(path) if path is not None else default_cache_dir(release)
+    try:
+        return PatchCache(path, release)
+    except StaleCacheError:
+        if not rebuild:
+            raise
+        state = read_json(path / CACHE_FILE) if (path / CACHE_FILE).is_file() else {}
+        return build_cache(release, path, codec=state.get("codec", "lz4"), progress=progress)
 
 
 class PatchCache:
