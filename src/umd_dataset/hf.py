@@ -83,7 +83,7 @@ def rows(release: Release, config: str, split: str | None = None, organs: Iterab
         ]
     result = []
     for subject in release.pairs(split=split):
-        scans = {modalities().domain_of(r.study, r.scan).key: r for r in subject.scans}
+        scans = {r.domain: r for r in subject.scans}
         if organs is not None and not all(set(organs) <= set(r.organs) for r in scans.values()):
             continue
         row = {"subject": subject.id, "split": subject.split, "release": name}

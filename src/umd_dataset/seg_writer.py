@@ -13,10 +13,28 @@ import numpy as np
 from umd_dataset.io import Geometry
 from umd_dataset.labels import LabelSchema
 
-__all__ = ["write_seg", "write_seg_file"]
+__all__ = ["write_seg", "write_seg_file", "plane_tags", "slice_position"]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-_FLIP = np.diag([-1.0, -1.0, 1.0])
+_FLIP = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS
+
+
+def plane_tags(affine: np.ndarray) -> dict:
+    """ImageOrientationPatient, PixelSpacing and SliceThickness of the slices of a grid (RAS affine)
+    written as DICOM frames: rows run along array axis 1, columns along array axis 0."""
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    row_dir = _FLIP @ affine[:3, 0] / spacing[0]  # the column index runs along array axis 0
+    col_dir = _FLIP @ affine[:3, 1] / spacing[1]
+    return {
+        "ImageOrientationPatient": [round(float(v), 8) for v in (*row_dir, *col_dir)],
+        "PixelSpacing": [round(float(spacing[1]), 6), round(float(spacing[0]), 6)],
+        "SliceThickness": round(float(spacing[2]), 6),
+    }
+
+
+def slice_position(affine: np.ndarray, k: int) -> list[float]:
+    """ImagePositionPatient (LPS, mm) of slice `k` of a grid (RAS affine)."""
+    return [round(float(v), 6) for v in _FLIP @ (affine @ [0, 0, k, 1])[:3]]
 
 
 def _code(value: str, scheme: str, meaning: str):
@@ -52,9 +70,7 @@ def write_seg(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     affine = geometry.affine
-    spacing = geometry.spacing_mm
-    row_dir = _FLIP @ affine[:3, 0] / spacing[0]  # the column index runs along array axis 0
-    col_dir = _FLIP @ affine[:3, 1] / spacing[1]
+    plane = plane_tags(affine)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = SEG_SOP_CLASS
@@ -84,9 +100,8 @@ def write_seg(
         items.append(item)
     ds.SegmentSequence = Sequence(items)
     shared, orientation, measures = Dataset(), Dataset(), Dataset()
-    orientation.ImageOrientationPatient = [round(float(v), 8) for v in (*row_dir, *col_dir)]
-    measures.PixelSpacing = [round(float(spacing[1]), 6), round(float(spacing[0]), 6)]
-    measures.SliceThickness = round(float(spacing[2]), 6)
+    orientation.ImageOrientationPatient = plane["ImageOrientationPatient"]
+    measures.PixelSpacing, measures.SliceThickness = plane["PixelSpacing"], plane["SliceThickness"]
     shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = Sequence([orientation]), Sequence([measures])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     frames, per_frame = [], []
@@ -97,7 +112,7 @@ def write_seg(
                 continue
             frames.append(plane.T)  # rows = array axis 1, columns = array axis 0
             group, position, ident = Dataset(), Dataset(), Dataset()
-            position.ImagePositionPatient = [round(float(v), 6) for v in _FLIP @ (affine @ [0, 0, k, 1])[:3]]
+            position.ImagePositionPatient = slice_position(affine, k)
             ident.ReferencedSegmentNumber = number
             group.PlanePositionSequence, group.SegmentIdentificationSequence = Sequence([position]), Sequence([ident])
             per_frame.append(group)

@@ -25,7 +25,6 @@ __all__ = ["DicomPatient", "PetDose", "write_dicom_series", "write_dicom_study"]
 
 F18_HALF_LIFE_S = 6586.2
 _SOP = {"CT": "1.2.840.10008.5.1.4.1.1.2", "PT": "1.2.840.10008.5.1.4.1.1.128", "MR": "1.2.840.10008.5.1.4.1.1.4"}
-_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -102,11 +101,11 @@ def write_dicom_series(
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
+    from umd_dataset.seg_writer import plane_tags, slice_position
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    row_dir = _LPS @ affine[:3, 0] / spacing[0]
-    col_dir = _LPS @ affine[:3, 1] / spacing[1]
+    plane = plane_tags(affine)
     n = stored.shape[2]
     order = np.random.default_rng(zlib.crc32(series_uid.encode())).permutation(n)  # scrambled file order
     paths = []
@@ -127,10 +126,9 @@ def write_dicom_series(
         ds.SeriesNumber, ds.SeriesDescription = series_number, description
         ds.ImageType = list(image_type)
         ds.InstanceNumber = n - k  # runs against the slice positions on purpose
-        ds.ImagePositionPatient = [round(float(v), 6) for v in _LPS @ (affine @ [0, 0, k, 1])[:3]]
-        ds.ImageOrientationPatient = [round(float(v), 8) for v in (*row_dir, *col_dir)]
-        ds.PixelSpacing = [round(float(spacing[1]), 6), round(float(spacing[0]), 6)]
-        ds.SliceThickness = round(float(spacing[2]), 6)
+        ds.ImagePositionPatient = slice_position(affine, k)
+        for keyword, value in plane.items():
+            setattr(ds, keyword, value)
         ds.Rows, ds.Columns = stored.shape[1], stored.shape[0]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15

@@ -22,7 +22,6 @@ import torch
 
 from umd_dataset.index import Release, open_release
 from umd_dataset.io import read_nifti
-from umd_dataset.modalities import modalities
 from umd_dataset.release import ScanRecord
 
 __all__ = ["ScanDataset", "PairedDataset", "SubjectSampler", "subjects_dataset", "monai_dicts", "load_scan"]
@@ -111,7 +110,7 @@ class PairedDataset(torch.utils.data.Dataset):
         subject = self.subjects[index]
         item = {"subject": subject.id, "split": subject.split}
         for record in subject.scans:
-            item[modalities().domain_of(record.study, record.scan).key] = load_scan(self.release, record, self.image_dtype)
+            item[record.domain] = load_scan(self.release, record, self.image_dtype)
         return self.transform(item) if self.transform is not None else item
 
 
