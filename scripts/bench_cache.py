@@ -50,7 +50,7 @@ def main() -> None:
         start = time.perf_counter()
         cache = build_cache(release, Path(tmp) / "cache", codec=args.codec)
         print(f"cache built in {time.perf_counter() - start:.1f} s")
-        image, affine = nib.load(release.image_path(ct)), None
+        image = nib.load(release.image_path(ct))
         raw = Path(tmp) / "ct.nii"
         nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), image.affine), raw)
 

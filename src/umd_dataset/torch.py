@@ -13,9 +13,8 @@ split they are in. Items are plain dicts, collated by the default `DataLoader` c
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
