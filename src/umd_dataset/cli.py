@@ -256,7 +256,9 @@ def demo(
     out: Path = typer.Argument(Path("umd-demo"), help="Folder for UMD-mini and the two evaluation runs."),
 ) -> None:
     """The main job on the embedded default: generate UMD-mini, evaluate two baselines on all four
-    domains (a noisy oracle and one-point region growing), and write their reports."""
+    domains (a noisy oracle and one-point region growing), and write their reports. Neither baseline
+    is trained, so every split is scored: more subjects for the paired statistics."""
+    from umd_dataset.evaluation import EvalConfig
     from umd_dataset.evaluation import evaluate as run
     from umd_dataset.evaluation.models import NoisyOracle, RegionGrowing
     from umd_dataset.index import open_release
@@ -267,7 +269,7 @@ def demo(
     release = open_release(root) if (root / DESCRIPTOR).is_file() else synthesize(root, SynthConfig(), progress=True)
     typer.echo(format_summary(release.summary(), root))
     for model in (NoisyOracle(), RegionGrowing()):
-        result = run(model, release, out / model.name)
+        result = run(model, release, out / model.name, config=EvalConfig(split=None))
         typer.echo(f"\n{model.name} ({model.kind}): " + _dice_table(result.table))
         typer.echo(f"  report: {out / model.name / 'report.html'}")
 
