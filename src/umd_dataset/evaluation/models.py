@@ -166,20 +166,33 @@ class CommandModel:
 
 
 class RegionGrowing:
-    """A classical promptable baseline: from the prompt's first point (or the box centre), grow the
-    connected region whose intensities lie within `tolerance` standard deviations of the seed
-    neighbourhood's mean, inside the box if one is given. Negative clicks cut their region out."""
+    """A classical promptable baseline: on the image smoothed by a Gaussian of `smoothing_mm`, grow
+    from the prompt's positive points (or the box centre) the connected region whose intensities
+    lie within `tolerance` standard deviations of the seed neighbourhood's mean, inside the box if
+    one is given. Negative clicks cut their region out."""
 
     kind = "promptable"
     name = "region-growing"
 
-    def __init__(self, tolerance: float = 2.5, radius: int = 2) -> None:
-        self.tolerance, self.radius = tolerance, radius
+    def __init__(self, tolerance: float = 2.5, radius: int = 2, smoothing_mm: float = 4.0) -> None:
+        self.tolerance, self.radius, self.smoothing_mm = tolerance, radius, smoothing_mm
+        self._smoothed: tuple[tuple, np.ndarray] | None = None  # the last scan's smoothed image: one filter per scan, not per organ
+
+    def _image(self, case: Case) -> np.ndarray:
+        from scipy import ndimage
+
+        key = (case.subject, case.study, case.scan, case.image.shape)  # not id(): a freed array's id is reused
+        if self._smoothed is None or self._smoothed[0] != key:
+            image = np.asarray(case.image, dtype=np.float32)
+            if self.smoothing_mm > 0:
+                image = ndimage.gaussian_filter(image, self.smoothing_mm / np.asarray(case.spacing_mm))
+            self._smoothed = (key, image)
+        return self._smoothed[1]
 
     def __call__(self, case: Case, prompt) -> np.ndarray:
         from scipy import ndimage
 
-        image = np.asarray(case.image, dtype=np.float32)
+        image = self._image(case)
         if prompt.points:
             seeds = [p for p, label in zip(prompt.points, prompt.point_labels) if label == 1] or [prompt.points[0]]
         elif prompt.box is not None:
