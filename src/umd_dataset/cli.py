@@ -104,8 +104,9 @@ def synth_dicom(
     from tqdm.auto import tqdm
 
     studies = [(s, st) for s in release.subjects.values() for st in s.studies]
-    for number, (subject, study) in enumerate(tqdm(studies, desc="write DICOM", unit="study"), start=1):
-        index = sorted(release.subjects).index(subject.id)
+    numbers = {subject: i for i, subject in enumerate(sorted(release.subjects))}  # one fake patient per subject
+    for subject, study in tqdm(studies, desc="write DICOM", unit="study"):
+        index = numbers[subject.id]
         patient = DicomPatient(name=f"Synthetic^Patient{index:04d}", patient_id=f"SYN{index:06d}", birth_date="19700101")
         write_dicom_study(release, subject.id, study, out, patient=patient, extras=extras)
     typer.echo(f"wrote {len(studies)} studies under {out}")

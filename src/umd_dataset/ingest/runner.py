@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -383,10 +383,6 @@ def _read_splits(path: str | None, identities: Mapping[str, str]) -> dict[str, s
             subject = identities.get(row["subject"], row["subject"])
             given[subject] = row["split"].strip()
     return given
-
-
-def job_to_json(job: StudyJob) -> dict:
-    return json.loads(json.dumps(asdict(job), default=str))
 
 
 def previous_secret(root: str | os.PathLike) -> str | None:
