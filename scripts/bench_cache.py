@@ -38,8 +38,8 @@ def main() -> None:
     import nibabel as nib
     import torchio as tio
 
-    from umd_dataset.cache import build_cache
-    from umd_dataset.synthetic import SynthConfig, synthesize
+    from umd_dataset.views.cache import build_cache
+    from umd_dataset.synthetic.release import SynthConfig, synthesize
 
     with tempfile.TemporaryDirectory() as tmp:
         config = SynthConfig(subjects=1, preset="full", petct_only_fraction=1.0, petmri_only_fraction=0.0, name="bench")

@@ -18,15 +18,15 @@ import numpy as np
 
 
 def make_series(folder: Path, slices: int) -> None:
-    from umd_dataset.labels import load_schema
-    from umd_dataset.synthetic import PRESETS, Grid, _pose, make_anatomy, render_scan
-    from umd_dataset.synthetic_dicom import DicomPatient, write_dicom_series
+    from umd_dataset.schema.organs import load_schema
+    from umd_dataset.synthetic.phantom import Grid, make_anatomy, pose, presets, render_scan
+    from umd_dataset.synthetic.dicom import DicomPatient, write_dicom_series
 
     schema = load_schema()
-    full = PRESETS["full"]["ct"]
+    full = presets()["full"]["ct"]
     grid = Grid((full.shape[0], full.shape[1], slices), full.spacing_mm)
     rng = np.random.default_rng(0)
-    image, _, affine = render_scan(make_anatomy(rng, schema), schema, "ct", grid, _pose(rng), rng)
+    image, _, affine = render_scan(make_anatomy(rng, schema), schema, "ct", grid, pose(rng), rng)
     stored = (image.astype(np.int32) + 1024).clip(0, 65535).astype(np.uint16)
     write_dicom_series(
         folder, stored, affine, modality="CT", patient=DicomPatient(), study_uid="1.2.3.4", series_uid="1.2.3.4.5",

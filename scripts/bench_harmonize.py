@@ -19,14 +19,14 @@ import numpy as np
 def make_map() -> tuple[np.ndarray, np.ndarray]:
     """A 512x512x400 TotalSegmentator-style map: the synthetic anatomy's organs in 'total' ids,
     lungs as lobes, and the other 100-odd classes scattered over the background."""
-    from umd_dataset.labels import load_schema
-    from umd_dataset.sources import load_source
-    from umd_dataset.synthetic import PRESETS, _FOV_CENTER_MM, make_anatomy, rasterize_labels
+    from umd_dataset.schema.organs import load_schema
+    from umd_dataset.schema.sources import load_source
+    from umd_dataset.synthetic.phantom import FOV_CENTER_MM, make_anatomy, presets, rasterize_labels
 
     schema = load_schema()
     table = load_source("totalsegmentator_total")
-    grid = PRESETS["full"]["ct"]
-    affine = grid.affine(_FOV_CENTER_MM)
+    grid = presets()["full"]["ct"]
+    affine = grid.affine(FOV_CENTER_MM)
     canonical = rasterize_labels(make_anatomy(np.random.default_rng(0), schema), schema, grid.shape, affine, np.eye(4))
     total = np.zeros(grid.shape, dtype=np.uint8)
     for organ in schema:
@@ -46,8 +46,8 @@ def make_map() -> tuple[np.ndarray, np.ndarray]:
 def naive(total: np.ndarray, organ_labels_only: bool) -> np.ndarray:
     """The loop a user writes: one boolean pass over the volume per source label (of every label of
     the source, or, knowing the table, of the labels that form an organ only)."""
-    from umd_dataset.labels import load_schema
-    from umd_dataset.sources import load_source
+    from umd_dataset.schema.organs import load_schema
+    from umd_dataset.schema.sources import load_source
 
     schema = load_schema()
     table = load_source("totalsegmentator_total")
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from umd_dataset.harmonize import harmonize_label_map
+    from umd_dataset.labels.harmonize import harmonize_label_map
 
     total, affine = make_map()
     present = int(np.count_nonzero(np.bincount(total.ravel())))

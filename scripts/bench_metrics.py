@@ -22,16 +22,16 @@ def label_maps(kind: str = "model"):
     """Reference and prediction: the prediction is either a model-like output (the reference with
     boundary errors of one to three voxels, one organ missed, one spilling over) or the same
     anatomy moved by a few mm and degrees (every surface apart)."""
-    from umd_dataset.labels import load_schema
-    from umd_dataset.synthetic import PRESETS, _FOV_CENTER_MM, _pose, make_anatomy, rasterize_labels
+    from umd_dataset.schema.organs import load_schema
+    from umd_dataset.synthetic.phantom import FOV_CENTER_MM, make_anatomy, pose, presets, rasterize_labels
 
     schema = load_schema()
-    grid = PRESETS["full"]["ct"]
-    affine = grid.affine(_FOV_CENTER_MM)
+    grid = presets()["full"]["ct"]
+    affine = grid.affine(FOV_CENTER_MM)
     anatomy = make_anatomy(np.random.default_rng(0), schema)
     reference = rasterize_labels(anatomy, schema, grid.shape, affine, np.eye(4))
     if kind == "moved":
-        return reference, rasterize_labels(anatomy, schema, grid.shape, affine, _pose(np.random.default_rng(5))), grid.spacing_mm
+        return reference, rasterize_labels(anatomy, schema, grid.shape, affine, pose(np.random.default_rng(5))), grid.spacing_mm
     from scipy import ndimage
 
     rng = np.random.default_rng(5)

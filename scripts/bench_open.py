@@ -19,8 +19,8 @@ import numpy as np
 
 
 def build(root: Path, subjects: int) -> None:
-    from umd_dataset.labels import load_schema
-    from umd_dataset.release import ReleaseWriter, write_scan
+    from umd_dataset.schema.organs import load_schema
+    from umd_dataset.release.writer import ReleaseWriter, write_scan
 
     schema = load_schema()
     writer = ReleaseWriter(root, job={"bench": subjects}, schema=schema)

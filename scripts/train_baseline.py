@@ -45,8 +45,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from umd_dataset import open_release
-    from umd_dataset.cache import PatchDataset, open_cache
-    from umd_dataset.models import NORMALIZATIONS, UNet3D, load_checkpoint, save_checkpoint
+    from umd_dataset.views.cache import PatchDataset, open_cache
+    from umd_dataset.evaluation.baselines.unet import NORMALIZATIONS, UNet3D, load_checkpoint, save_checkpoint
 
     torch.manual_seed(args.seed)
     release = open_release(args.release)

@@ -12,10 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from umd_dataset import SynthConfig, open_release, synthesize  # noqa: E402
-
-#: The release most tests read: 6 subjects (4 paired, 1 PET/CT only, 1 PET/MRI only).
-SMALL = SynthConfig(subjects=6, seed=7, name="UMD-test")
+from helpers import SMALL  # noqa: E402
+from umd_dataset import open_release, synthesize  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")

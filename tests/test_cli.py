@@ -18,12 +18,13 @@ def test_info_prints_counts_per_study_scan_split_and_organ(small_release_root):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "subjects: 6  (with both studies: 4)" in out
-    assert "petct: 5  petmri: 5" in out
+    assert "PET/CT: 5  PET/MRI: 5" in out
     rows = [line.split()[0] for line in out.splitlines() if line.split()[:1] in (["train"], ["validation"], ["test"])]
     assert rows == ["train", "validation", "test"]
-    assert "urinary_bladder" in out and "petmri/pet" in out
+    assert "urinary_bladder" in out and "PET of PET/MRI" in out
     summary = json.loads(umd("info", str(small_release_root), "--json").stdout)
     assert summary["label_maps_with_organ"]["liver"] == 20
+    assert summary["label_maps_with_organ_by_domain"]["petmri_pet"]["liver"] == 5
     assert sum(s["subjects"] for s in summary["splits"].values()) == 6
 
 
@@ -47,7 +48,7 @@ def test_synth_shows_progress_and_help_is_fast(tmp_path):
     result = umd("synth", str(tmp_path / "r"), "--subjects", "1")
     assert result.returncode == 0, result.stderr
     assert "synth UMD-mini" in result.stderr and "study" in result.stderr  # the progress bar
-    assert open_release(tmp_path / "r").info.counts["subjects"] == 1
+    assert open_release(tmp_path / "r").info.counts.subjects == 1
     help_text = umd("--help").stdout
     assert all(command in help_text for command in ("synth", "info", "verify"))
 
@@ -65,7 +66,7 @@ def test_labels_commands(small_release_root, small_release, tmp_path):
     assert unknown.returncode == 2 and "Unknown label name 'tumour'" in unknown.stderr
     assert "Organ masks in all:" in umd("labels", "coverage", str(small_release_root)).stdout
 
-    from test_harmonize import to_total
+    from helpers import to_total
     from umd_dataset.io import read_nifti, write_nifti
 
     record = small_release.pairs()[0].studies["petct"].scans["ct"]
@@ -89,7 +90,7 @@ def test_synth_dicom_then_ingest(tmp_path):
     assert "studies written: 2" in result.stdout and "verified" in result.stdout
     assert "PET WB NAC" in result.stdout  # left out, and said so
     release = open_release(tmp_path / "ingested")
-    assert release.info.counts["paired_subjects"] == 1
+    assert release.info.counts.paired_subjects == 1
     assert (tmp_path / "map.csv").read_text().startswith("identity,subject")
     again = umd("ingest", str(tmp_path / "dicom"), str(tmp_path / "ingested"), "--secret", "k")
     assert again.returncode == 2 and "already holds a complete release" in again.stderr

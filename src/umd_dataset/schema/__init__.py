@@ -1,1 +1,0 @@
-"""Pure data: label schema versions, source alias tables, modalities. Nothing here imports code."""

@@ -1,0 +1,133 @@
+"""Golden tests for label schema v1: the ids, slugs and codes are a published contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from umd_dataset import LabelSchema, UnknownNameError, load_schema
+
+GOLDEN = [
+    (1, "liver", "10200004", None),
+    (2, "spleen", "78961009", None),
+    (3, "kidney_left", "64033007", "left"),
+    (4, "kidney_right", "64033007", "right"),
+    (5, "pancreas", "15776009", None),
+    (6, "stomach", "69695003", None),
+    (7, "esophagus", "32849002", None),
+    (8, "colon", "71854001", None),
+    (9, "urinary_bladder", "89837001", None),
+    (10, "heart", "80891009", None),
+    (11, "aorta", "15825003", None),
+    (12, "lung", "39607008", "both"),
+    (13, "brain", "12738006", None),
+]
+
+
+def test_schema_v1_is_pinned():
+    schema = load_schema(1)
+    assert schema.key == "umd-v1"
+    assert [(o.id, o.slug, o.snomed_code, o.laterality) for o in schema] == GOLDEN
+    assert len({o.color for o in schema}) == len(schema), "display colours must differ"
+    assert all(len(o.color) == 3 and all(0 <= c <= 255 for c in o.color) for o in schema)
+    assert schema.laterality_codes["left"] == ("7771000", "Left", "G-A101")
+    assert schema.organ("liver").srt_code == "T-62000" and schema.organ("brain").srt_code == "T-A0100"
+
+
+def test_lookup_by_id_and_slug():
+    schema = load_schema()
+    assert schema.organ("urinary_bladder").id == 9
+    assert schema.organ(np.int64(3)).slug == "kidney_left"
+    assert schema.id_of("brain") == 13
+
+
+@pytest.mark.parametrize(
+    ("key", "pattern"),
+    [
+        ("livr", r"Unknown organ .*'livr'.*Did you mean 'liver'"),
+        ("kidney-left", r"Did you mean 'kidney_left'"),
+        (0, r"no organ id 0.*0 is background"),
+        (14, r"no organ id 14; ids are 1\.\.13"),
+    ],
+)
+def test_unknown_organ_names_the_value_and_suggests(key, pattern):
+    with pytest.raises(UnknownNameError, match=pattern):
+        load_schema().organ(key)
+
+
+def test_round_trip_and_immutability():
+    schema = load_schema()
+    again = LabelSchema.from_dict(schema.to_dict())
+    assert again == schema
+    with pytest.raises(AttributeError):
+        schema.organs[0].id = 5  # frozen
+
+
+def test_unknown_schema_version():
+    with pytest.raises(UnknownNameError, match="ships versions"):
+        load_schema(99)
+
+
+def test_lookup_table_maps_ids_to_themselves():
+    lut = load_schema().lookup_table()
+    assert lut[:14].tolist() == list(range(14)) and lut[14:].max() == 0
+
+
+def test_schema_modules_import_nothing_heavy():
+    code = (
+        "import sys, umd_dataset.schema, umd_dataset.schema.organs, umd_dataset.schema.studies, umd_dataset.schema.sources, umd_dataset.schema.names, umd_dataset.errors;"
+        "heavy = [m for m in ('torch', 'nibabel', 'torchio', 'datasets', 'monai', 'pyarrow') if m in sys.modules];"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- schema versions -------------------------------------------------------------------------
+
+from umd_dataset.errors import UMDError  # noqa: E402
+from umd_dataset.labels.convert import convert_label_map
+from umd_dataset.schema.organs import SchemaConversion, load_conversions  # noqa: E402
+
+
+def _v2() -> LabelSchema:
+    """A hypothetical next schema: gallbladder added as id 14."""
+    data = load_schema(1).to_dict()
+    data["version"] = 2
+    data["organs"].append(
+        {"id": 14, "slug": "gallbladder", "name": "Gallbladder", "laterality": None,
+         "snomed": {"code": "28231008", "meaning": "Gallbladder", "srt": "T-63000"}, "color": [0, 200, 0], "synonyms": []}
+    )
+    return LabelSchema.from_dict(data)
+
+
+UP = SchemaConversion("umd-v1", "umd-v2", {i: i for i in range(1, 14)}, "gallbladder added")
+DOWN = SchemaConversion("umd-v2", "umd-v1", {**{i: i for i in range(1, 14)}, 14: 0}, "gallbladder dropped")
+
+
+def test_conversion_between_versions_is_explicit_and_lossless_where_it_can_be():
+    v1, v2 = load_schema(1), _v2()
+    labels = np.array([[[0, 1, 9, 13]]], dtype=np.uint8)
+    up = convert_label_map(labels, v1, v2, conversions=(UP, DOWN))
+    assert np.array_equal(up, labels)
+    with_gallbladder = up.copy()
+    with_gallbladder[0, 0, 0] = 14
+    down = convert_label_map(with_gallbladder, v2, v1, conversions=(UP, DOWN))
+    assert down.tolist() == [[[0, 1, 9, 13]]]
+
+
+def test_conversion_must_map_every_id():
+    incomplete = SchemaConversion("umd-v1", "umd-v2", {i: i for i in range(1, 13)})
+    with pytest.raises(UMDError, match=r"source ids without a mapping \[13\]"):
+        convert_label_map(np.zeros((1, 1, 1), np.uint8), load_schema(1), _v2(), conversions=(incomplete,))
+
+
+def test_no_conversion_path():
+    with pytest.raises(UMDError, match="No conversion from label schema umd-v1 to umd-v2"):
+        convert_label_map(np.zeros((1, 1, 1), np.uint8), load_schema(1), _v2())
+    assert load_conversions() == ()  # umd-v1 is the first schema: nothing ships yet
+    same = convert_label_map(np.ones((2, 2, 2), np.uint8), load_schema(1), load_schema(1))
+    assert same.sum() == 8

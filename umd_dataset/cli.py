@@ -1,0 +1,388 @@
+"""The `umd` command line: a thin layer over the parts' Python API. Heavy imports live inside the
+commands, so that ``umd --help`` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from umd_dataset.errors import UMDError
+
+app = typer.Typer(
+    name="umd",
+    help="The UMD whole-body PET/CT and PET/MRI dataset: make, inspect and verify releases.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write the release into (new, empty, or an interrupted job)."),
+    subjects: int = typer.Option(12, help="Number of subjects."),
+    preset: str = typer.Option("mini", help="Grid sizes: 'mini' (small, for tests) or 'full' (whole-body sizes)."),
+    seed: int = typer.Option(0, help="Random seed; the same settings give the same bytes."),
+    name: Optional[str] = typer.Option(None, help="Release name (default: UMD-mini, or UMD-synthetic-full)."),
+    workers: int = typer.Option(1, help="Processes generating studies in parallel."),
+    overwrite: bool = typer.Option(False, help="Replace an existing release or an interrupted job with other settings."),
+) -> None:
+    """Generate a synthetic release in the exact UMD format (resumable: run again to finish)."""
+    from umd_dataset.synthetic.release import SynthConfig, synthesize
+
+    default_name = "UMD-mini" if preset == "mini" else f"UMD-synthetic-{preset}"
+    config = SynthConfig(subjects=subjects, preset=preset, seed=seed, name=name or default_name)
+    release = synthesize(out, config, overwrite=overwrite, workers=workers, progress=True)
+    typer.echo(f"wrote {release!r}")
+
+
+@app.command()
+def info(
+    root: Path = typer.Argument(..., help="Release folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Counts per study, scan, split and organ. Reads the index only, no image."""
+    from umd_dataset.release.index import open_release
+
+    summary = open_release(root).summary()
+    typer.echo(json.dumps(summary.to_dict(), indent=2) if as_json else str(summary))
+
+
+@app.command()
+def verify(
+    root: Path = typer.Argument(..., help="Release folder."),
+    deep: bool = typer.Option(False, help="Also decode every volume: label values and organ voxel counts."),
+    workers: Optional[int] = typer.Option(None, help="Threads for hashing and decoding."),
+) -> None:
+    """Check every file against the manifest (checksums, geometry); list every problem found."""
+    from umd_dataset.release.index import open_release
+
+    report = open_release(root).verify(deep=deep, workers=workers, progress=True)
+    typer.echo(str(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("synth-dicom")
+def synth_dicom(
+    root: Path = typer.Argument(..., help="A synthetic release (from `umd synth`)."),
+    out: Path = typer.Argument(..., help="Folder to write the DICOM studies into (one folder per patient and study)."),
+    extras: bool = typer.Option(False, help="Also write series ingest must leave out: localizer, PET without AC, dose report."),
+) -> None:
+    """Write every study of a synthetic release as DICOM series (CT/MR, PET in Bq/ml, SEG), for `umd ingest`."""
+    from umd_dataset.release.index import open_release
+    from umd_dataset.io.jobs import track
+    from umd_dataset.synthetic.dicom import DicomPatient, write_dicom_study
+
+    release = open_release(root)
+    studies = [(s, st) for s in release.subjects.values() for st in s.studies]
+    numbers = {subject: i for i, subject in enumerate(sorted(release.subjects))}  # one fake patient per subject
+    for subject, study in track(studies, total=len(studies), desc="write DICOM", unit="study"):
+        index = numbers[subject.id]
+        patient = DicomPatient(name=f"Synthetic^Patient{index:04d}", patient_id=f"SYN{index:06d}", birth_date="19700101")
+        write_dicom_study(release, subject.id, study, out, patient=patient, extras=extras)
+    typer.echo(f"wrote {len(studies)} studies under {out}")
+
+
+@app.command()
+def ingest(
+    source: Path = typer.Argument(..., help="A DICOM folder tree, a CSV mapping of NIfTI files, or an nnU-Net raw folder."),
+    out: Path = typer.Argument(..., help="Release folder to write (new, or an interrupted ingest of the same input)."),
+    input_format: str = typer.Option("auto", "--format", help="dicom, nifti, nnunet, or auto."),
+    name: str = typer.Option("UMD", help="Release name."),
+    version: str = typer.Option("1.0.0", help="Semantic version of the data."),
+    secret: Optional[str] = typer.Option(None, envvar="UMD_PSEUDONYM_KEY", help="Pseudonym key; the same key gives the same subject ids."),
+    write_mapping: Optional[Path] = typer.Option(None, help="Write identity -> subject id here (CSV). Keep it away from the release."),
+    splits: Optional[Path] = typer.Option(None, help="CSV subject,split; other subjects are placed by keyed hash (60/20/20)."),
+    suv_overrides: Optional[Path] = typer.Option(None, help="CSV patient,weight_kg,injected_dose_bq,half_life_s for headers that lack them."),
+    workers: int = typer.Option(1, help="Processes converting studies in parallel."),
+    skip_failed: bool = typer.Option(False, help="Finish the release without the studies that failed (listed)."),
+    allow_unlabelled: bool = typer.Option(False, help="Write empty label maps for studies without labels."),
+    overlap: str = typer.Option("error", help="Voxels claimed by two organs: error, smallest or largest."),
+    unknown: str = typer.Option("error", help="Labels that are no organ nor known structure: error or drop."),
+    drop: list[str] = typer.Option([], help="Source label to leave out on purpose, e.g. a lesion label (repeatable)."),
+    keep_ids: bool = typer.Option(False, help="NIfTI/nnU-Net inputs: keep their subject ids instead of pseudonyms."),
+) -> None:
+    """Turn raw PET/CT and PET/MRI studies into a verified release (resumable: run again to finish)."""
+    from umd_dataset.ingest import IngestOptions
+    from umd_dataset.ingest import ingest as run
+    from umd_dataset.ingest.plan import overrides_from_csv
+    from umd_dataset.labels.harmonize import HarmonizeOptions
+
+    options = IngestOptions(
+        name=name, version=version, secret=secret, mapping_path=str(write_mapping) if write_mapping else None,
+        splits_path=str(splits) if splits else None, workers=workers, skip_failed=skip_failed,
+        allow_unlabelled=allow_unlabelled, labels=HarmonizeOptions(overlap=overlap, unknown=unknown, drop=tuple(drop)),
+        suv_overrides=overrides_from_csv(suv_overrides) if suv_overrides else {},
+    )
+    release, report = run(source, out, options=options, input_format=input_format, keep_ids=keep_ids, progress=True)
+    typer.echo(str(report))
+    typer.echo(f"wrote {release!r}; verified.")
+
+
+@app.command("export-hf")
+def export_hf(
+    root: Path = typer.Argument(..., help="Release folder."),
+    out: Path = typer.Argument(..., help="Output folder: Parquet shards with the NIfTI bytes embedded, and a dataset card."),
+    min_shards: int = typer.Option(16, help="Shards per split at least (one per row if fewer rows), for multi-node streaming."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+) -> None:
+    """Write a Hub-ready copy that stock `datasets.load_dataset(OUT, "petct")` loads."""
+    from umd_dataset.views.export import export_hf as run
+    from umd_dataset.release.index import open_release
+
+    path = run(open_release(root), out, min_shards=min_shards, overwrite=overwrite, progress=True)
+    typer.echo(f"wrote {path}: load it with datasets.load_dataset({str(path)!r}, 'petct')")
+
+
+cache_app = typer.Typer(help="The chunked patch cache of a release.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("build")
+def cache_build(
+    root: Path = typer.Argument(..., help="Release folder."),
+    out: Optional[Path] = typer.Option(None, help="Cache folder (default: ROOT/.umd-cache)."),
+    codec: str = typer.Option("lz4", help="lz4 (fastest reads) or zstd (smaller)."),
+    workers: int = typer.Option(1, help="Processes writing scans in parallel."),
+) -> None:
+    """Build or update the patch cache (resumable; only changed scans are rewritten)."""
+    from umd_dataset.views.cache import build_cache
+    from umd_dataset.release.index import open_release
+
+    cache = build_cache(open_release(root), out, codec=codec, workers=workers, progress=True)
+    typer.echo(f"patch cache at {cache.path}: {len(cache.state['scans'])} scans, {cache.state['codec']}, chunks {cache.state['chunks']}")
+
+
+def _model(spec: str, kind: str):
+    """A model from its CLI name: oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:"CMD {input} {output}",
+    or python:module:function (with --kind)."""
+    from umd_dataset.evaluation import adapters, baselines
+
+    if spec == "oracle":
+        return baselines.NoisyOracle()
+    if spec == "region-growing":
+        return baselines.RegionGrowing()
+    prefix, _, rest = spec.partition(":")
+    if prefix == "unet":
+        return adapters.TorchModel.from_checkpoint(rest)
+    if prefix == "folder":
+        return adapters.FolderModel(rest)
+    if prefix == "command":
+        return adapters.CommandModel(rest)
+    if prefix == "python":
+        import importlib
+
+        module, _, function = rest.rpartition(":")
+        return adapters.FunctionModel(getattr(importlib.import_module(module), function), kind=kind, name=function)
+    raise typer.BadParameter(f"unknown model {spec!r}: use oracle, region-growing, unet:PATH, folder:PATH, command:CMD or python:module:function")
+
+
+@app.command()
+def evaluate(
+    release: str = typer.Argument(..., help="Release folder, 'umd' or 'umd-mini'."),
+    out: Path = typer.Argument(..., help="Run folder (new, or an interrupted run to resume)."),
+    model: str = typer.Option(..., help="oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:'prog {input} {output}', python:module:function."),
+    kind: str = typer.Option("automatic", help="For python: models: automatic or promptable."),
+    split: str = typer.Option("test", help="Split to score."),
+    domains: Optional[str] = typer.Option(None, help="Comma-separated evaluation domains (default: all four)."),
+    organs: Optional[str] = typer.Option(None, help="Comma-separated organs (default all)."),
+    prompt: str = typer.Option("point", help="Promptable models: point, points, box, class or text."),
+    point: str = typer.Option("center", help="Point rule: center (largest inscribed sphere), centroid or random."),
+    k: int = typer.Option(1, help="Points for --prompt points."),
+    box_jitter_mm: float = typer.Option(0.0, help="Box prompts: face jitter (mm)."),
+    iterations: int = typer.Option(0, help="Corrective clicks after the first prediction."),
+    seed: int = typer.Option(0, help="Prompt seed."),
+    timeout_s: float = typer.Option(600.0, help="Seconds per model call."),
+    name: Optional[str] = typer.Option(None, help="Model name in the results."),
+    reported: Optional[str] = typer.Option(None, help="Reported Dice per domain, e.g. ct=0.91,petct_pet=0.88."),
+) -> None:
+    """Score a model per organ and domain; resumable; sharded under torchrun (RANK/WORLD_SIZE)."""
+    from umd_dataset.evaluation import EvalConfig
+    from umd_dataset.evaluation import evaluate as run
+    from umd_dataset.evaluation.prompts import PromptConfig
+
+    config = EvalConfig(
+        split=split, **({"domains": tuple(d.strip() for d in domains.split(","))} if domains else {}),
+        organs=tuple(o.strip() for o in organs.split(",")) if organs else None,
+        prompt=PromptConfig(kind=prompt, point=point, k=k, box_jitter_mm=box_jitter_mm, iterations=iterations, seed=seed),
+        timeout_s=timeout_s,
+    )
+    scores = {k_.strip(): float(v) for k_, v in (item.split("=") for item in reported.split(","))} if reported else None
+    result = run(_model(model, kind), release, out, config=config, name=name, reported=scores)
+    if not result.complete:
+        typer.echo(f"this shard is done ({result.scans_scored} scans scored); the last shard to finish merges the table")
+        return
+    typer.echo(_dice_table(result.table))
+    typer.echo(f"results: {out / 'results.parquet'}, {out / 'results.csv'}; report: {out / 'report.html'}, {out / 'report.md'}")
+
+
+def _dice_table(table) -> str:
+    from umd_dataset.schema.studies import modalities
+
+    scored = table[table["edge_case"] != "absent"]
+    means = scored.groupby("domain")["dice"].mean()
+    return "mean Dice: " + "  ".join(f"{d.name}: {means[d.key]:.3f}" for d in modalities().domains if d.key in means)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Argument(Path("umd-demo"), help="Folder for UMD-mini and the two evaluation runs."),
+) -> None:
+    """The main job on the embedded default: generate UMD-mini, evaluate two baselines on all four
+    domains (a noisy oracle and one-point region growing), and write their reports. Neither baseline
+    is trained, so every split is scored: more subjects for the paired statistics."""
+    from umd_dataset.evaluation import EvalConfig
+    from umd_dataset.evaluation import evaluate as run
+    from umd_dataset.evaluation.baselines import NoisyOracle, RegionGrowing
+    from umd_dataset.release.format import DESCRIPTOR
+    from umd_dataset.release.index import open_release
+    from umd_dataset.synthetic.release import SynthConfig, synthesize
+
+    root = out / "umd-mini"
+    release = open_release(root) if (root / DESCRIPTOR).is_file() else synthesize(root, SynthConfig(), progress=True)
+    typer.echo(str(release.summary()))
+    for model in (NoisyOracle(), RegionGrowing()):
+        result = run(model, release, out / model.name, config=EvalConfig(split=None))
+        typer.echo(f"\n{model.name} ({model.kind}): " + _dice_table(result.table))
+        typer.echo(f"  report: {out / model.name / 'report.html'}")
+
+
+labels_app = typer.Typer(
+    help="The label schema, the alias tables of annotation sources, harmonization and coverage.",
+    no_args_is_help=True,
+)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("schema")
+def labels_schema(
+    version: Optional[int] = typer.Option(None, help="Schema version (default: the latest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the schema as JSON."),
+) -> None:
+    """List the organs of the label schema: id, slug, name, laterality, SNOMED CT code."""
+    from umd_dataset.schema.organs import load_schema
+
+    schema = load_schema(version)
+    if as_json:
+        typer.echo(json.dumps(schema.to_dict(), indent=2))
+        return
+    typer.echo(f"label schema {schema.key} (0 = background)")
+    typer.echo(f"{'id':>3}  {'slug':<16} {'name':<16} {'laterality':<10} {'SNOMED CT':<10} synonyms")
+    for o in schema:
+        typer.echo(f"{o.id:>3}  {o.slug:<16} {o.name:<16} {o.laterality or '':<10} {o.snomed_code:<10} {', '.join(o.synonyms)}")
+
+
+@labels_app.command("sources")
+def labels_sources() -> None:
+    """List the annotation sources with an alias table."""
+    from umd_dataset.schema.organs import load_schema
+    from umd_dataset.schema.sources import list_sources, load_source
+
+    organs = len(load_schema())
+    for key in list_sources():
+        table = load_source(key)
+        flag = "" if table.verified else "  (not verified against the source)"
+        typer.echo(f"{key:<38} {len(table.labels):>4} labels  {len(table.organs):>2}/{organs} organs  {table.title}{flag}")
+
+
+@labels_app.command("source")
+def labels_source(
+    key: str = typer.Argument(..., help="Source key, e.g. totalsegmentator_total (see `umd labels sources`)."),
+    all_labels: bool = typer.Option(False, "--all", help="Also list the labels outside the schema."),
+) -> None:
+    """Show a source's table: which source ids and names form each organ, and what it cannot provide."""
+    from umd_dataset.schema.organs import load_schema
+    from umd_dataset.schema.sources import load_source
+
+    table = load_source(key)
+    schema = load_schema()
+    typer.echo(f"{table.title}\nversion: {table.version}\nread from: {table.reference}\nverified: {table.verified}")
+    if table.note:
+        typer.echo(f"note: {table.note}")
+    typer.echo(f"\n{'organ':<16} <- source labels (id name)")
+    for organ in schema:
+        if organ.slug in table.organs:
+            members = ", ".join(f"{table.id_of(n)} {n}" for n in table.organs[organ.slug])
+            typer.echo(f"{organ.slug:<16} <- {members}")
+        else:
+            typer.echo(f"{organ.slug:<16}    not provided: {table.unavailable[organ.slug]}")
+    for name, why in table.lossy.items():
+        typer.echo(f"lossy: {table.id_of(name)} {name}: {why}")
+    if all_labels:
+        mapped = table.name_to_organ
+        others = [f"{i} {n}" for i, n in table.labels.items() if n not in mapped and n not in table.lossy]
+        typer.echo("outside the schema: " + ", ".join(others))
+
+
+@labels_app.command("resolve")
+def labels_resolve(names: list[str] = typer.Argument(..., help="Label names as typed, e.g. 'Lt Kidney'.")) -> None:
+    """Show which organ each free-text label name means."""
+    from umd_dataset.schema.names import name_index
+
+    index = name_index()
+    for name in names:
+        found = index.resolve(name)
+        typer.echo(f"{name!r:<30} -> {found.organ or found.kind}{'  (' + found.reason + ')' if found.reason else ''}")
+
+
+@labels_app.command("harmonize")
+def labels_harmonize(
+    input: Path = typer.Argument(..., help="A multi-label NIfTI, a folder of per-organ masks, or a DICOM SEG file."),
+    out: Path = typer.Argument(..., help="Output label map (.nii.gz) with canonical organ ids."),
+    source: Optional[str] = typer.Option(None, help="Source table of the input's labels (see `umd labels sources`)."),
+    target: Optional[Path] = typer.Option(None, help="NIfTI scan whose grid the result must lie on."),
+    overlap: str = typer.Option("error", help="Voxels claimed by two organs: error, smallest, largest, or a comma-separated priority list of organs."),
+    drop: list[str] = typer.Option([], help="Source label to leave out on purpose (repeatable)."),
+    alias: list[str] = typer.Option([], help="NAME=ORGAN for a name the package does not know (repeatable)."),
+    unknown: str = typer.Option("error", help="Unknown labels: error or drop."),
+    provenance: Optional[Path] = typer.Option(None, help="Write the provenance record (JSON) here (default: OUT with .provenance.json)."),
+) -> None:
+    """Map any annotation source onto the label schema and write the canonical label map."""
+    from umd_dataset.labels.harmonize import HarmonizeOptions, harmonize
+
+    policy = overlap if overlap in ("error", "smallest", "largest") else tuple(p.strip() for p in overlap.split(","))
+    aliases = {}
+    for item in alias:
+        name, _, organ = item.partition("=")
+        if not organ:
+            raise typer.BadParameter(f"--alias takes NAME=ORGAN, got {item!r}")
+        aliases[name] = organ
+    options = HarmonizeOptions(overlap=policy, drop=tuple(drop), aliases=aliases, unknown=unknown)
+    result = harmonize(input, source, target=target, options=options)
+    record = provenance or out.with_name(out.name.replace(".nii.gz", "").replace(".nii", "") + ".provenance.json")
+    result.save(out, record)
+    typer.echo(result.provenance.summary())
+    typer.echo(f"wrote {out} and {record}")
+
+
+@labels_app.command("coverage")
+def labels_coverage(
+    root: Path = typer.Argument(..., help="Release folder."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV."),
+) -> None:
+    """Per organ, per study and scan: how many label maps contain it (reads the index only)."""
+    from umd_dataset.release.organ_coverage import coverage
+    from umd_dataset.release.index import open_release
+
+    report = coverage(open_release(root))
+    typer.echo(report.to_markdown())
+    if csv_path is not None:
+        report.write_csv(csv_path)
+
+
+def main() -> None:
+    """Entry point of the `umd` console script: package errors print as one message, exit code 2."""
+    try:
+        app()
+    except UMDError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""The exception tree of umd_dataset: every error the package raises derives from `UMDError`.
+
+Errors also derive from the matching built-in class (`ReleaseNotFoundError` is a
+`FileNotFoundError`, `UnknownNameError` a `ValueError`), so code that catches the built-in keeps
+working. Each condition a caller may want to handle has its own class::
+
+    UMDError
+    ├── InvalidOptionError (ValueError)        an option out of range or of the wrong kind
+    │   └── UnknownNameError                   a name that is none of the allowed values
+    │       └── UnknownLabelError              a source label that maps to no organ nor known structure
+    ├── SchemaError (ValueError)               malformed or inconsistent label schema / alias table data
+    │   └── ConversionError                    no explicit conversion between two schema versions
+    ├── InputNotFoundError (FileNotFoundError) an input file or folder that does not exist
+    ├── ReleaseNotFoundError (FileNotFoundError)
+    │   └── IncompleteReleaseError             a release whose writing was interrupted
+    ├── ReleaseFormatError (ValueError)        a release file that breaks the format
+    │   ├── ReleaseVersionError
+    │   └── UnsafePathError
+    ├── OutputExistsError (FileExistsError)    refusing to write over a release, an export or a foreign folder
+    ├── JobMismatchError                       a folder holds an interrupted job with other settings
+    ├── VerificationError                      `Release.verify` found problems
+    ├── StaleCacheError                        a patch cache that does not match its release
+    ├── LabelError (ValueError)                harmonization refused a label input
+    │   ├── GridMismatchError, MaskValueError, LabelOverlapError, LossyLabelError
+    │   ├── EmptyOrganError                    an empty organ under ``empty="error"``
+    │   └── LabelInputError                    a label file or folder that cannot be read as labels
+    ├── DicomError (ValueError)
+    │   ├── SeriesGeometryError, SUVError
+    │   └── SegmentationError                  a DICOM SEG that cannot be placed or read
+    ├── IngestInputError (ValueError)          an ingest input (mapping, nnU-Net folder, study) that cannot be used
+    ├── IngestError                            studies failed during ingest; ``.report`` says which
+    ├── ModelError                             a model or its adapter failed (recorded per case by `evaluate`)
+    │   ├── ModelOutputError (ValueError)      what the model returned is not a valid prediction
+    │   ├── PredictionNotFoundError (FileNotFoundError)
+    │   └── CheckpointError                    a file that is not a checkpoint of the expected kind
+    ├── PromptError (ValueError)               a prompt that cannot be made or used
+    └── ResultsError                           an evaluation folder without results to merge
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+#: The exception classes (the helpers `did_you_mean` and `check_choice` are imported by name).
+__all__ = [
+    "UMDError",
+    "InvalidOptionError",
+    "UnknownNameError",
+    "UnknownLabelError",
+    "SchemaError",
+    "ConversionError",
+    "InputNotFoundError",
+    "ReleaseNotFoundError",
+    "IncompleteReleaseError",
+    "ReleaseFormatError",
+    "ReleaseVersionError",
+    "UnsafePathError",
+    "OutputExistsError",
+    "JobMismatchError",
+    "VerificationError",
+    "StaleCacheError",
+    "LabelError",
+    "GridMismatchError",
+    "MaskValueError",
+    "LabelOverlapError",
+    "LossyLabelError",
+    "EmptyOrganError",
+    "LabelInputError",
+    "DicomError",
+    "SeriesGeometryError",
+    "SUVError",
+    "SegmentationError",
+    "IngestInputError",
+    "IngestError",
+    "ModelError",
+    "ModelOutputError",
+    "PredictionNotFoundError",
+    "CheckpointError",
+    "PromptError",
+    "ResultsError",
+]
+
+
+class UMDError(Exception):
+    """Base class of every error raised by umd_dataset."""
+
+
+class InvalidOptionError(UMDError, ValueError):
+    """An option (argument or setting) with a value out of its range or of the wrong kind."""
+
+
+class UnknownNameError(InvalidOptionError):
+    """A name (organ, study, scan, split, option value) that is not one of the allowed values."""
+
+
+class UnknownLabelError(UnknownNameError):
+    """A source label (name or id) that maps to no organ of the schema and is not a known structure."""
+
+
+class SchemaError(UMDError, ValueError):
+    """Label schema, alias table or conversion data that is malformed or inconsistent."""
+
+
+class ConversionError(SchemaError):
+    """Two label schema versions without a complete, explicit conversion between them."""
+
+
+class InputNotFoundError(UMDError, FileNotFoundError):
+    """An input file or folder (a label file, a DICOM tree, a mapping) that does not exist."""
+
+
+class ReleaseNotFoundError(UMDError, FileNotFoundError):
+    """A folder that should hold a release does not, or a file of a release is missing."""
+
+
+class IncompleteReleaseError(ReleaseNotFoundError):
+    """A release whose writing was interrupted: it has no descriptor yet."""
+
+
+class ReleaseFormatError(UMDError, ValueError):
+    """A release file does not follow the release format."""
+
+
+class ReleaseVersionError(ReleaseFormatError):
+    """A release written in a format version this package cannot read."""
+
+
+class UnsafePathError(ReleaseFormatError):
+    """A path in a release that points outside the release root."""
+
+
+class OutputExistsError(UMDError, FileExistsError):
+    """An output that exists (a release, an export) or a foreign non-empty folder: nothing is overwritten."""
+
+
+class JobMismatchError(UMDError):
+    """A folder holds an interrupted job whose settings differ from this one's; `.differences` names them."""
+
+    def __init__(self, message: str, differences: tuple[str, ...] = ()) -> None:
+        self.differences = differences
+        super().__init__(message)
+
+
+class VerificationError(UMDError):
+    """`Release.verify` found problems; `.report` holds all of them."""
+
+    def __init__(self, report: object) -> None:
+        self.report = report
+        super().__init__(str(report))
+
+
+class StaleCacheError(UMDError):
+    """A patch cache that does not match its release (or was never finished)."""
+
+
+class LabelError(UMDError, ValueError):
+    """Harmonization refused a label input (the subclass says why)."""
+
+
+class GridMismatchError(LabelError):
+    """A mask or label map that does not lie on the grid it must lie on."""
+
+
+class MaskValueError(LabelError):
+    """A binary mask with values other than 0 and 1, or a label map with non-integer values."""
+
+
+class LabelOverlapError(LabelError):
+    """Two source labels of different organs claim the same voxels, and the policy says to stop."""
+
+
+class LossyLabelError(LabelError):
+    """A source label that merges organs the schema keeps apart (e.g. both kidneys in one label)."""
+
+
+class EmptyOrganError(LabelError):
+    """An organ mask that is empty, or an organ absent, where ``empty="error"`` asks to stop."""
+
+
+class LabelInputError(LabelError):
+    """A file or folder that cannot be read as labels (no mask in a folder, an unreadable file, a
+    label map without the names or the source that give its ids a meaning)."""
+
+
+class DicomError(UMDError, ValueError):
+    """A DICOM input that cannot be used (the subclass says why)."""
+
+
+class SeriesGeometryError(DicomError):
+    """A series whose slices do not form a regular volume (the message says where and why)."""
+
+
+class SUVError(DicomError):
+    """A PET header that does not allow an SUV conversion; the message names the tag and the fix."""
+
+
+class SegmentationError(DicomError):
+    """A DICOM Segmentation that is not readable or whose frames cannot be placed."""
+
+
+class IngestInputError(UMDError, ValueError):
+    """An ingest input that cannot be used: a mapping file, an nnU-Net folder, or a study's files."""
+
+
+class IngestError(UMDError):
+    """Some studies could not be ingested; `.report` says which and why."""
+
+    def __init__(self, message: str, report: object) -> None:
+        self.report = report
+        super().__init__(message)
+
+
+class ModelError(UMDError):
+    """A model, or its adapter, failed on a case."""
+
+
+class ModelOutputError(ModelError, ValueError):
+    """A model returned something that is not a valid prediction for the case (the message says what)."""
+
+
+class PredictionNotFoundError(ModelError, FileNotFoundError):
+    """A folder of predictions lacks the file of a case."""
+
+
+class CheckpointError(ModelError):
+    """A file that is not a checkpoint of the expected kind."""
+
+
+class PromptError(UMDError, ValueError):
+    """A prompt that cannot be made (an empty organ) or that a model cannot use."""
+
+
+class ResultsError(UMDError):
+    """An evaluation folder whose results cannot be merged (none written yet)."""
+
+
+def did_you_mean(value: object, options: Iterable[object], what: str) -> str:
+    """A message for an unknown `value`, with the closest options and the full list.
+
+    Example:
+        >>> did_you_mean("livr", ["liver", "spleen"], "organ")
+        "Unknown organ 'livr'. Did you mean 'liver'? Available: 'liver', 'spleen'."
+    """
+    options = list(options)
+    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    listing = ", ".join(repr(o) for o in options)
+    return f"Unknown {what} {value!r}.{hint} Available: {listing}."
+
+
+def check_choice(value: str, options: Iterable[str], what: str) -> str:
+    """`value` if it is one of `options`.
+
+    Raises:
+        UnknownNameError: it is not; the message suggests the closest options and lists them all.
+    """
+    options = list(options)
+    if value not in options:
+        raise UnknownNameError(did_you_mean(value, options, what))
+    return value

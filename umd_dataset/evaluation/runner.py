@@ -1,0 +1,338 @@
+"""The evaluation runner: any model over the scans of a release, per organ and domain, resumable.
+
+For every scan of the chosen split and domains, the model runs once (automatic) or once per organ
+and prompt round (promptable); metrics are computed in a thread pool while the model works on the
+next scan. A model that raises, times out, or returns the wrong grid, dtype, NaN or labels outside
+the schema is recorded as a failure with its reason, scored as an empty prediction (see the
+edge-case table of `umd_dataset.evaluation.metrics`), and the run goes on.
+
+Each scan's rows are appended as one JSON line, flushed and synced, so a killed run loses at most
+the scan in progress; running again skips the scans already written and gives the same final
+table. With shards (``torchrun``'s RANK and WORLD_SIZE, or `EvalConfig.shard`) every process
+scores its share into its own file, and the last one to finish merges them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from umd_dataset._version import __version__
+from umd_dataset.errors import InvalidOptionError, JobMismatchError, ResultsError, UnknownNameError, did_you_mean
+from umd_dataset.evaluation.case import Case, as_label_map, as_mask, model_kind
+from umd_dataset.evaluation.metrics import METRIC_DEFINITION, case_metrics, organ_metrics
+from umd_dataset.evaluation.prompts import PromptConfig, correction_click, make_prompt, prompt_rng
+from umd_dataset.io.files import atomic_path, read_json, write_json
+from umd_dataset.io.jobs import Progress, setting_differences
+from umd_dataset.io.nifti import read_nifti
+from umd_dataset.release.format import MANIFEST
+from umd_dataset.release.resolve import resolve_release
+from umd_dataset.schema.organs import SCHEMA_VERSIONS, load_schema
+from umd_dataset.schema.studies import modalities
+
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "merge_results"]
+
+RESULTS = "results"
+KEY = ["subject", "study", "scan", "organ_id", "iteration"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how. Every value is checked when the config is made.
+
+    Attributes:
+        split: the split to score (None: every split).
+        domains: evaluation domains (default: every domain of the schema, the four of the paper).
+        organs: organ slugs (default all).
+        prompt: prompt simulation for promptable models.
+        tolerances_mm: NSD tolerances.
+        timeout_s: seconds a model may take per call.
+        metric_workers: threads computing metrics while the model runs.
+        shard: (index, count) of this process's share; None takes RANK/WORLD_SIZE, else (0, 1).
+
+    Raises:
+        UnknownNameError: an unknown split, domain or organ (with the closest ones).
+        InvalidOptionError: a tolerance, time limit, worker count or shard out of range.
+    """
+
+    split: str | None = "test"
+    domains: tuple[str, ...] = field(default_factory=lambda: modalities().domain_keys)
+    organs: tuple[str, ...] | None = None
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    tolerances_mm: tuple[float, ...] = (1.0, 2.0)
+    timeout_s: float = 600.0
+    metric_workers: int = 1
+    shard: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        spec = modalities()
+        if self.split is not None:
+            spec.check_split(self.split)
+        object.__setattr__(self, "domains", spec.check_domains(self.domains))
+        if not self.domains:
+            raise InvalidOptionError("domains must name at least one evaluation domain")
+        if self.organs is not None:
+            slugs = sorted({o.slug for version in SCHEMA_VERSIONS for o in load_schema(version)})
+            object.__setattr__(self, "organs", tuple(self.organs))
+            for organ in self.organs:
+                if organ not in slugs:
+                    raise UnknownNameError(did_you_mean(organ, slugs, "organ"))
+        object.__setattr__(self, "tolerances_mm", tuple(float(t) for t in self.tolerances_mm))
+        if not self.tolerances_mm or min(self.tolerances_mm) <= 0:
+            raise InvalidOptionError(f"tolerances_mm must be positive distances, got {self.tolerances_mm}")
+        if not self.timeout_s > 0:
+            raise InvalidOptionError(f"timeout_s must be positive, got {self.timeout_s}")
+        if int(self.metric_workers) < 1:
+            raise InvalidOptionError(f"metric_workers must be at least 1, got {self.metric_workers}")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise InvalidOptionError(f"shard must be (index, count) with 0 <= index < count, got {self.shard}")
+
+    def resolved_shard(self) -> tuple[int, int]:
+        if self.shard is not None:
+            return self.shard
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+    def identity(self) -> dict:
+        data = asdict(self)
+        data.pop("shard"), data.pop("metric_workers"), data.pop("timeout_s")
+        return json.loads(json.dumps(data))
+
+
+@dataclass
+class EvalResult:
+    """Where the results are, and the table once every shard finished (None before)."""
+
+    out: Path
+    table: object | None
+    complete: bool
+    scans_scored: int
+    scans_skipped: int
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _call(model, args: tuple, timeout_s: float):
+    """Run a model call with a time limit (the call continues in the background if it overruns)."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = model(*args)
+        except BaseException as error:  # noqa: BLE001 - any failure of user code is recorded, not raised
+            box["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise _Timeout(f"timed out after {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _rows_for(record, organs, metrics: dict, base: dict, prompts: dict | None = None, iteration: int = 0) -> list[dict]:
+    rows = []
+    for organ in organs:
+        m = metrics[organ.id]
+        row = {**base, "organ": organ.slug, "organ_id": organ.id, "iteration": iteration, **m.as_row()}
+        row["prompt"] = (prompts or {}).get(organ.id, "")
+        rows.append(row)
+    return rows
+
+
+def _run_model(model, kind: str, record, release, config: EvalConfig, organs, model_name: str):
+    """Run the model on one scan (in the caller's thread) and return a function that computes the
+    scan's rows (run in the metric thread pool, while the model works on the next scan)."""
+    image, affine = read_nifti(release.image_path(record))
+    reference, _ = read_nifti(release.label_path(record))
+    reference = np.asarray(reference)
+    spec = modalities().scan(record.scan)
+    case = Case(np.asarray(image), affine, record.spacing_mm, record.subject, record.study, record.scan, record.domain,
+                spec.modality, spec.units, tuple(record.organs), reference if getattr(model, "needs_reference", False) else None)
+    base = {"model": model_name, "subject": record.subject, "study": record.study, "scan": record.scan, "domain": record.domain,
+            "split": record.split, "status": "ok", "failure": "", "seconds_model": 0.0}
+    schema = release.schema
+    if kind == "automatic":
+        start = time.perf_counter()
+        try:
+            prediction = as_label_map(_call(model, (case,), config.timeout_s), case, schema)
+        except (Exception, _Timeout) as error:  # noqa: BLE001 - recorded per case
+            prediction = np.zeros(reference.shape, dtype=np.uint8)
+            base.update(status="failed", failure=f"{type(error).__name__}: {error}")
+        base["seconds_model"] = time.perf_counter() - start
+
+        def rows() -> list[dict]:
+            metrics = organ_metrics(reference, prediction, record.spacing_mm, [o.id for o in organs], config.tolerances_mm)
+            return _rows_for(record, organs, metrics, base)
+
+        return rows
+    work = []  # (organ, iteration, prompt json, truth, mask, row base)
+    for organ in organs:
+        truth = reference == organ.id
+        if not truth.any():  # no prompt without an object: the organ is absent from this scan
+            work.append((organ, 0, "", truth[:1, :1, :1], truth[:1, :1, :1], {**base, "status": "absent"}))
+            continue
+        rng = prompt_rng(config.prompt.seed, record.subject, record.study, record.scan, organ.slug)
+        prompt = make_prompt(truth, organ.slug, organ.id, config.prompt, record.spacing_mm, schema, rng)
+        for iteration in range(config.prompt.iterations + 1):
+            start = time.perf_counter()
+            row_base = dict(base)
+            try:
+                mask = as_mask(_call(model, (case, prompt), config.timeout_s), case, organ.slug)
+            except (Exception, _Timeout) as error:  # noqa: BLE001 - recorded per case
+                mask = np.zeros(truth.shape, dtype=bool)
+                row_base.update(status="failed", failure=f"{type(error).__name__}: {error}")
+            row_base["seconds_model"] = time.perf_counter() - start
+            work.append((organ, iteration, prompt.to_json(), truth, mask, row_base))
+            if iteration < config.prompt.iterations:
+                click = correction_click(truth, mask, record.spacing_mm)
+                if click is None:
+                    break
+                prompt = prompt.with_click(click[0], click[1], iteration + 1)
+
+    def rows() -> list[dict]:
+        result = []
+        for organ, iteration, prompt_json, truth, mask, row_base in work:
+            metrics = {organ.id: case_metrics(truth, mask, record.spacing_mm, config.tolerances_mm)}
+            result += _rows_for(record, [organ], metrics, row_base, {organ.id: prompt_json}, iteration)
+        return result
+
+    return rows
+
+
+def _read_lines(path: Path) -> list[list[dict]]:
+    """The complete lines of a results file (a line cut by a kill is dropped)."""
+    if not path.is_file():
+        return []
+    lines = []
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            lines.append(json.loads(raw))
+    return lines
+
+
+def evaluate(
+    model,
+    release="umd-mini",
+    out: str | os.PathLike = "umd-evaluation",
+    *,
+    config: EvalConfig | None = None,
+    name: str | None = None,
+    reported: Mapping[str, float] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Score a model on a release, per organ and domain, and write the results table and report.
+
+    Args:
+        model: any callable (see `umd_dataset.evaluation.models`).
+        release: a `Release`, a release folder, ``"umd"`` or ``"umd-mini"``.
+        out: the run folder (new, or an interrupted run of the same model and settings).
+        config: `EvalConfig`.
+        name: the model's name in the results (default: its ``name`` attribute).
+        reported: the model's reported benchmark Dice, per domain key (e.g. ``{"ct": 0.91}``), to
+            compare with its score here.
+
+    Returns:
+        `EvalResult`; its table is set once every shard is done.
+
+    Raises:
+        JobMismatchError: `out` holds a run with other settings (the message names them).
+
+    Example:
+        >>> from umd_dataset.evaluation.baselines import NoisyOracle
+        >>> result = evaluate(NoisyOracle(), "umd-mini", "runs/oracle")   # doctest: +SKIP
+    """
+    config = config or EvalConfig()
+    release = resolve_release(release)
+    kind = model_kind(model)
+    name = name or getattr(model, "name", type(model).__name__)
+    out = Path(out)
+    (out / RESULTS).mkdir(parents=True, exist_ok=True)
+    run = {
+        "model": name, "kind": kind, "release": {"name": release.info.name, "version": release.info.version,
+        "manifest_sha256": release.info.files[MANIFEST], "label_schema": release.info.label_schema},
+        "config": config.identity(), "metrics": METRIC_DEFINITION, "umd_dataset": __version__, "reported": dict(reported or {}),
+    }
+    config_path = out / "config.json"
+    if config_path.is_file():
+        differences = setting_differences(read_json(config_path), run)
+        if differences:
+            raise JobMismatchError(
+                f"{out} holds a run with other settings (" + "; ".join(differences) + "); use another folder to start "
+                "a new run, or the same settings to resume that one.",
+                differences,
+            )
+    else:
+        write_json(config_path, run)
+    index, count = config.resolved_shard()
+    organs = [release.schema.organ(o) for o in (config.organs or release.schema.slugs)]
+    records = [r for r in release.select(split=config.split, domain=list(config.domains))][index::count]
+    path = out / RESULTS / f"shard-{index:03d}-of-{count:03d}.jsonl"
+    done = {(row[0]["subject"], row[0]["study"], row[0]["scan"]) for row in _read_lines(path) if row}
+    todo = [r for r in records if (r.subject, r.study, r.scan) not in done]
+    if path.is_file():  # drop a line cut by a kill before appending (truncating never touches the complete lines)
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            os.truncate(path, data.rfind(b"\n") + 1)
+    bar = Progress(len(records), initial=len(records) - len(todo), desc=f"evaluate {name}", unit="scan", enabled=progress)
+    with bar, open(path, "ab") as handle, ThreadPoolExecutor(max(1, config.metric_workers)) as pool:
+        pending = []
+
+        def flush(limit: int) -> None:
+            while len(pending) > limit:
+                rows = pending.pop(0).result()
+                handle.write(json.dumps(rows).encode() + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+                bar.update()
+
+        try:
+            for record in todo:
+                rows = _run_model(model, kind, record, release, config, organs, name)  # the model, in this thread
+                pending.append(pool.submit(rows))  # its metrics, in the pool
+                flush(max(1, config.metric_workers))
+        finally:  # also on Ctrl-C: the scans whose model run finished are scored and kept
+            flush(0)
+    (out / RESULTS / f"shard-{index:03d}-of-{count:03d}.done").write_text("done\n")
+    complete = all((out / RESULTS / f"shard-{i:03d}-of-{count:03d}.done").is_file() for i in range(count))
+    table = merge_results(out, count) if complete else None
+    return EvalResult(out, table, complete, len(todo), len(records) - len(todo))
+
+
+def merge_results(out: str | os.PathLike, shards: int | None = None):
+    """Merge the shard files of a run into ``results.parquet`` and ``results.csv``, and write the report.
+
+    The table is sorted by subject, study, scan, organ and prompt round, so an interrupted and
+    resumed run, or a sharded one, gives the same table as a single uninterrupted run.
+    """
+    import pandas as pd
+
+    from umd_dataset.evaluation.report import write_report
+
+    out = Path(out)
+    files = sorted((out / RESULTS).glob("shard-*.jsonl"))
+    if shards is not None:
+        files = [f for f in files if f.name.endswith(f"-of-{shards:03d}.jsonl")]
+    rows = [row for f in files for line in _read_lines(f) for row in line]
+    if not rows:
+        raise ResultsError(f"{out}: no results to merge.")
+    table = pd.DataFrame(rows).sort_values(KEY, kind="stable").drop_duplicates(KEY, keep="last").reset_index(drop=True)
+    with atomic_path(out / "results.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(out / "results.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    write_report(out, table, read_json(out / "config.json"))
+    return table

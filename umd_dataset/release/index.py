@@ -1,0 +1,437 @@
+"""The release index: subjects, studies, scans, pairs and splits, read from a release folder.
+
+Opening a release (`open_release`) reads its descriptor, manifest, label schema and splits,
+checks them against each other, and reads no image. Every view of the package (Hugging Face,
+torch, torchio, MONAI, the patch cache, evaluation) is built from a `Release`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from umd_dataset.errors import (
+    IncompleteReleaseError,
+    ReleaseFormatError,
+    ReleaseNotFoundError,
+    ReleaseVersionError,
+    UnknownNameError,
+    did_you_mean,
+)
+from umd_dataset.io.files import read_json, sha256_file
+from umd_dataset.release.format import (
+    DESCRIPTOR,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LABELS,
+    MANIFEST,
+    PARTIAL_DIR,
+    SPLITS,
+    ReleaseCounts,
+    ReleaseInfo,
+    ScanRecord,
+    check_splits,
+    manifest_schema,
+    safe_relative_path,
+)
+from umd_dataset.schema.organs import LabelSchema
+from umd_dataset.schema.studies import modalities
+
+if TYPE_CHECKING:
+    from umd_dataset.release.verify import VerificationReport
+
+__all__ = ["Release", "Subject", "Study", "SplitCounts", "ReleaseSummary", "open_release"]
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study of a subject and its scans, by scan kind (``{"ct": ..., "pet": ...}``)."""
+
+    subject: str
+    study: str
+    split: str
+    scans: Mapping[str, ScanRecord]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One person: its split and its studies, by study kind (``{"petct": ..., "petmri": ...}``)."""
+
+    id: str
+    split: str
+    studies: Mapping[str, Study]
+
+    @property
+    def paired(self) -> bool:
+        """True when the subject has every kind of study (PET/CT and PET/MRI)."""
+        return set(self.studies) == set(modalities().studies)
+
+    @property
+    def scans(self) -> tuple[ScanRecord, ...]:
+        return tuple(s for study in self.studies.values() for s in study.scans.values())
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """Subjects, studies and scans of one split."""
+
+    subjects: int
+    studies: int
+    scans: int
+
+
+@dataclass(frozen=True)
+class ReleaseSummary:
+    """What `Release.summary` counts, from the index alone.
+
+    Attributes:
+        root, name, version, label_schema: which release.
+        counts: subjects, studies, scans per domain, paired subjects.
+        splits: split -> its counts.
+        label_maps_with_organ: domain -> organ slug -> label maps of that domain containing the organ.
+    """
+
+    root: Path
+    name: str
+    version: str
+    label_schema: str
+    counts: ReleaseCounts
+    splits: dict[str, SplitCounts]
+    label_maps_with_organ: dict[str, dict[str, int]]
+
+    def organ_totals(self) -> dict[str, int]:
+        """Organ slug -> label maps containing it, over all domains."""
+        totals: dict[str, int] = {}
+        for per_organ in self.label_maps_with_organ.values():
+            for slug, count in per_organ.items():
+                totals[slug] = totals.get(slug, 0) + count
+        return totals
+
+    def to_dict(self) -> dict:
+        return {
+            "root": str(self.root), "name": self.name, "version": self.version, "label_schema": self.label_schema,
+            **self.counts.to_dict(),
+            "splits": {name: vars(c).copy() for name, c in self.splits.items()},
+            "label_maps_with_organ": self.organ_totals(),
+            "label_maps_with_organ_by_domain": self.label_maps_with_organ,
+        }
+
+    def __str__(self) -> str:
+        names = {d.key: d.name for d in modalities().domains}
+        studies = {k: v.name for k, v in modalities().studies.items()}
+        domains = list(self.label_maps_with_organ)
+        width = max([13] + [len(names[d]) + 2 for d in domains])
+        lines = [
+            f"{self.name} {self.version} at {self.root} (label schema {self.label_schema})",
+            f"subjects: {self.counts.subjects}  (with both studies: {self.counts.paired_subjects})",
+            "studies:  " + "  ".join(f"{studies[k]}: {v}" for k, v in self.counts.studies.items()),
+            "scans:    " + "  ".join(f"{names[k]}: {v}" for k, v in self.counts.scans.items()),
+            "",
+            f"{'split':<12}{'subjects':>10}{'studies':>10}{'scans':>8}",
+        ]
+        for split, counts in self.splits.items():
+            lines.append(f"{split:<12}{counts.subjects:>10}{counts.studies:>10}{counts.scans:>8}")
+        totals = self.organ_totals()
+        lines += ["", "label maps containing each organ:",
+                  f"{'organ':<18}" + "".join(f"{names[d]:>{width}}" for d in domains) + f"{'total':>8}"]
+        for organ, total in totals.items():
+            row = "".join(f"{self.label_maps_with_organ[d][organ]:>{width}}" for d in domains)
+            lines.append(f"{organ:<18}{row}{total:>8}")
+        lines.append(f"{'all organs':<18}" + " " * width * len(domains) + f"{sum(totals.values()):>8}")
+        return "\n".join(lines)
+
+
+class Release:
+    """An opened release: the index over its scans. Use `open_release` to make one.
+
+    Attributes:
+        root: the release folder.
+        info: the descriptor (`ReleaseInfo`).
+        schema: the label schema of its label maps.
+        scans: every scan, sorted by subject, study, scan.
+        splits: split name -> sorted subject ids.
+        subjects: subject id -> `Subject`.
+
+    Example:
+        >>> release = open_release("umd-mini")                   # doctest: +SKIP
+        >>> ct = release.select(scan="ct", split="train", organ="liver")  # doctest: +SKIP
+        >>> len(release.pairs())                                   # doctest: +SKIP
+        8
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        info: ReleaseInfo,
+        schema: LabelSchema,
+        scans: tuple[ScanRecord, ...],
+        splits: Mapping[str, tuple[str, ...]],
+    ) -> None:
+        self.root = root
+        self.info = info
+        self.schema = schema
+        self.scans = scans
+        order = {name: i for i, name in enumerate(modalities().splits)}
+        self.splits = {name: tuple(splits[name]) for name in sorted(splits, key=lambda n: order.get(n, len(order)))}
+        split_of = {s: name for name, ids in splits.items() for s in ids}
+        grouped: dict[str, dict[str, dict[str, ScanRecord]]] = {}
+        for record in scans:
+            grouped.setdefault(record.subject, {}).setdefault(record.study, {})[record.scan] = record
+        self.subjects: dict[str, Subject] = {
+            subject: Subject(
+                id=subject,
+                split=split_of[subject],
+                studies={k: Study(subject, k, split_of[subject], v) for k, v in studies.items()},
+            )
+            for subject, studies in grouped.items()
+        }
+
+    def __repr__(self) -> str:
+        counts = self.info.counts
+        return (
+            f"Release({self.info.name} {self.info.version}, {counts.subjects} subjects, "
+            f"{len(self.scans)} scans, root={str(self.root)!r})"
+        )
+
+    def __len__(self) -> int:
+        return len(self.scans)
+
+    def __iter__(self) -> Iterator[ScanRecord]:
+        return iter(self.scans)
+
+    def subject(self, subject_id: str) -> Subject:
+        try:
+            return self.subjects[subject_id]
+        except KeyError:
+            raise UnknownNameError(did_you_mean(subject_id, sorted(self.subjects), "subject")) from None
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a file of the release, refusing paths that leave the release root."""
+        return safe_relative_path(self.root, relative)
+
+    def image_path(self, scan: ScanRecord) -> Path:
+        return self.path(scan.image)
+
+    def label_path(self, scan: ScanRecord) -> Path:
+        return self.path(scan.label)
+
+    def select(
+        self,
+        *,
+        study: str | Iterable[str] | None = None,
+        scan: str | Iterable[str] | None = None,
+        split: str | Iterable[str] | None = None,
+        organ: str | Iterable[str] | None = None,
+        subject: str | Iterable[str] | None = None,
+        domain: str | Iterable[str] | None = None,
+    ) -> list[ScanRecord]:
+        """Scans matching every given filter.
+
+        Each filter takes one value or several (any of them matches), except `organ`: a scan
+        matches when its label map contains *every* listed organ.
+
+        Raises:
+            UnknownNameError: a value that is no study, scan, split, organ, subject or domain.
+        """
+        spec = modalities()
+        studies = _names(study, spec.studies, "study")
+        scans = _names(scan, spec.scans, "scan")
+        splits = _names(split, spec.splits, "split")
+        domains = _names(domain, [d.key for d in spec.domains], "domain")
+        subjects = _names(subject, self.subjects, "subject")
+        organs = None if organ is None else {self.schema.organ(o).slug for o in _as_list(organ)}
+        return [
+            r
+            for r in self.scans
+            if (studies is None or r.study in studies)
+            and (scans is None or r.scan in scans)
+            and (splits is None or r.split in splits)
+            and (subjects is None or r.subject in subjects)
+            and (domains is None or r.domain in domains)
+            and (organs is None or organs <= set(r.organs))
+        ]
+
+    def studies(self, *, study: str | Iterable[str] | None = None, split: str | Iterable[str] | None = None) -> list[Study]:
+        """Studies (with their scans), optionally of one kind or split."""
+        studies = _names(study, modalities().studies, "study")
+        splits = _names(split, modalities().splits, "split")
+        return [
+            s
+            for subject in self.subjects.values()
+            for s in subject.studies.values()
+            if (studies is None or s.study in studies) and (splits is None or s.split in splits)
+        ]
+
+    def pairs(self, split: str | Iterable[str] | None = None) -> list[Subject]:
+        """Subjects with both a PET/CT and a PET/MRI study, optionally of some splits."""
+        splits = _names(split, modalities().splits, "split")
+        return [s for s in self.subjects.values() if s.paired and (splits is None or s.split in splits)]
+
+    def summary(self) -> ReleaseSummary:
+        """Counts per study, scan, split and organ (label maps containing each organ). Reads no image."""
+        domains = [d.key for d in modalities().domains if any(r.domain == d.key for r in self.scans)]
+        by_domain = {d: {o.slug: 0 for o in self.schema} for d in domains}
+        for record in self.scans:
+            for slug in record.organs:
+                by_domain[record.domain][slug] += 1
+        return ReleaseSummary(
+            root=self.root,
+            name=self.info.name,
+            version=self.info.version,
+            label_schema=self.info.label_schema,
+            counts=ReleaseCounts.of(self.scans),
+            splits={
+                name: SplitCounts(
+                    subjects=len(ids),
+                    studies=sum(len(self.subjects[s].studies) for s in ids),
+                    scans=sum(len(self.subjects[s].scans) for s in ids),
+                )
+                for name, ids in self.splits.items()
+            },
+            label_maps_with_organ=by_domain,
+        )
+
+    def verify(self, *, deep: bool = False, workers: int | None = None, progress: bool = False) -> VerificationReport:
+        """Check every file against the manifest; see `umd_dataset.release.verify.verify_release`."""
+        from umd_dataset.release.verify import verify_release
+
+        return verify_release(self, deep=deep, workers=workers, progress=progress)
+
+
+def open_release(root: str | os.PathLike) -> Release:
+    """Open a release folder and check that its index is consistent. Reads no image.
+
+    Checks: the descriptor's format and version; the checksums of manifest, label schema and
+    splits; the manifest columns; every path stays inside the release; every subject in exactly
+    one split; the counts in the descriptor match the manifest. `Release.verify` checks the images.
+
+    Args:
+        root: the release folder (the one holding ``release.json``).
+
+    Raises:
+        ReleaseNotFoundError: `root` is not a release (no ``release.json``).
+        IncompleteReleaseError: `root` is a release whose writing was interrupted.
+        ReleaseVersionError: the release uses a newer major format version than this package reads.
+        ReleaseFormatError: an index file is corrupt or inconsistent; the message names it.
+    """
+    root = Path(root).expanduser()
+    descriptor = root / DESCRIPTOR
+    if not descriptor.is_file():
+        if (root / PARTIAL_DIR).is_dir():
+            raise IncompleteReleaseError(
+                f"{root} is a release whose writing was interrupted (it has {PARTIAL_DIR}/ but no "
+                f"{DESCRIPTOR}). Run the same command again (e.g. `umd synth {root}` with the same "
+                "options) to finish it; finished studies are kept."
+            )
+        what = "does not exist" if not root.exists() else f"has no {DESCRIPTOR}"
+        raise ReleaseNotFoundError(
+            f"{root} is not a UMD release: it {what}. Expected a folder holding {DESCRIPTOR}, "
+            f"{MANIFEST}, {LABELS}, {SPLITS} and subjects/. Generate the synthetic UMD-mini with "
+            f"`umd synth {root}`, or point to the downloaded UMD release."
+        )
+    info = _read_descriptor(descriptor)
+    for name, expected in info.files.items():
+        path = safe_relative_path(root, name)
+        if not path.is_file():
+            raise ReleaseFormatError(f"{path} is missing; the release descriptor lists it. Restore the release.")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ReleaseFormatError(
+                f"{path} does not match its checksum in {descriptor} (expected sha256 {expected}, got "
+                f"{actual}). The file was changed or is corrupt: restore it from the original release."
+            )
+    schema = LabelSchema.from_dict(read_json(root / LABELS))
+    if schema.key != info.label_schema:
+        raise ReleaseFormatError(
+            f"{root / LABELS} holds label schema {schema.key}, but {descriptor} says {info.label_schema}."
+        )
+    splits_data = read_json(root / SPLITS)
+    try:
+        splits = {name: tuple(ids) for name, ids in splits_data["splits"].items()}
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ReleaseFormatError(f"{root / SPLITS}: expected {{'splits': {{split: [subjects]}}}}.") from error
+    records = _read_manifest(root / MANIFEST)
+    check_splits(splits, {r.subject for r in records}, where=str(root / SPLITS))
+    split_of = {s: name for name, ids in splits.items() for s in ids}
+    keys = set()
+    for r in records:
+        if r.key in keys:
+            raise ReleaseFormatError(f"{root / MANIFEST}: scan {r.key} appears twice.")
+        keys.add(r.key)
+        safe_relative_path(root, r.image, resolve=False)
+        safe_relative_path(root, r.label, resolve=False)
+        unknown = set(r.organs) - set(schema.slugs)
+        if unknown:
+            raise ReleaseFormatError(f"{root / MANIFEST}: scan {r.key} lists organs {sorted(unknown)} not in {schema.key}.")
+    scans = tuple(replace(r, split=split_of[r.subject]) for r in records)
+    counts = ReleaseCounts.of(scans)
+    if counts != info.counts:
+        raise ReleaseFormatError(
+            f"{descriptor} records counts {info.counts.to_dict()}, but {root / MANIFEST} holds {counts.to_dict()}. "
+            "The release is incomplete or its index was edited: restore it."
+        )
+    return Release(root, info, schema, scans, splits)
+
+
+def _read_descriptor(path: Path) -> ReleaseInfo:
+    try:
+        data = read_json(path)
+    except ValueError as error:
+        raise ReleaseFormatError(f"{path} is not valid JSON ({error}). Restore it from the original release.") from error
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise ReleaseFormatError(
+            f"{path} is not a UMD release descriptor: expected \"format\": \"{FORMAT_NAME}\", "
+            f"got {data.get('format') if isinstance(data, dict) else type(data).__name__!r}."
+        )
+    version = str(data.get("format_version", ""))
+    supported = int(FORMAT_VERSION.split(".")[0])
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise ReleaseFormatError(f"{path}: format_version {version!r} is not '<major>.<minor>'.") from None
+    if major > supported:
+        raise ReleaseVersionError(
+            f"{path} is a release in format {version}; this umd_dataset reads format {supported}.x. "
+            "Upgrade the package: pip install --upgrade umd-dataset."
+        )
+    if major < supported:
+        raise ReleaseVersionError(f"{path}: format {version} predates format {supported}.x and is not supported.")
+    names = {f.name for f in fields(ReleaseInfo)}
+    missing = sorted(n for n in ("name", "version", "label_schema", "counts", "files") if n not in data)
+    if missing:
+        raise ReleaseFormatError(f"{path} lacks the fields {missing}.")
+    values = {k: v for k, v in data.items() if k in names}
+    values["counts"] = ReleaseCounts.from_dict(data["counts"], str(path))
+    return ReleaseInfo(**values)
+
+
+def _read_manifest(path: Path) -> list[ScanRecord]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises several types for corrupt files
+        raise ReleaseFormatError(f"{path} is not a readable Parquet file ({error}).") from error
+    expected = manifest_schema()
+    missing = sorted(set(expected.names) - set(table.column_names))
+    if missing:
+        raise ReleaseFormatError(f"{path} lacks the manifest columns {missing}.")
+    return [ScanRecord.from_row(row) for row in table.select(expected.names).to_pylist()]
+
+
+def _as_list(value: str | Iterable[str]) -> list:
+    return [value] if isinstance(value, (str, int)) else list(value)
+
+
+def _names(value, allowed: Iterable[str], what: str) -> set[str] | None:
+    if value is None:
+        return None
+    allowed = list(allowed)
+    names = set(_as_list(value))
+    for name in names:
+        if name not in allowed:
+            raise UnknownNameError(did_you_mean(name, allowed, what))
+    return names

@@ -1,0 +1,246 @@
+"""Writing a release: one scan and its label map at a time (`write_scan`), resumably (`ReleaseWriter`),
+with the descriptor written last so that an interrupted folder never opens as a release.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from umd_dataset._version import __version__
+from umd_dataset.errors import OutputExistsError, ReleaseFormatError
+from umd_dataset.io.files import atomic_path, sha256_file, write_json
+from umd_dataset.io.geometry import spacing_from_affine
+from umd_dataset.io.jobs import JobFolder
+from umd_dataset.io.nifti import write_nifti
+from umd_dataset.release.format import (
+    DESCRIPTOR,
+    FORMAT_VERSION,
+    LABELS,
+    MANIFEST,
+    PARTIAL_DIR,
+    SPLITS,
+    ReleaseCounts,
+    ReleaseInfo,
+    ScanRecord,
+    check_identifier,
+    check_splits,
+    manifest_schema,
+    scan_paths,
+)
+from umd_dataset.schema.organs import LabelSchema
+from umd_dataset.schema.studies import modalities
+
+__all__ = ["ReleaseWriter", "write_scan", "scratch_dir"]
+
+
+def scratch_dir(root: str | os.PathLike) -> Path:
+    """The folder for the temporary files of atomic writes into a release being written."""
+    return Path(root) / PARTIAL_DIR / "tmp"
+
+
+def write_scan(
+    root: Path,
+    subject: str,
+    study: str,
+    scan: str,
+    image: np.ndarray,
+    label: np.ndarray,
+    affine: np.ndarray,
+    schema: LabelSchema,
+) -> ScanRecord:
+    """Write one scan and its label map into a release folder, atomically, and return its manifest row.
+
+    Raises:
+        ReleaseFormatError: bad identifiers, a label map on another grid, or label values outside
+            the schema.
+    """
+    spec = modalities()
+    check_identifier(subject, "subject id")
+    if scan not in spec.study(study).scans:
+        raise ReleaseFormatError(f"Study {study!r} holds scans {spec.study(study).scans}, not {scan!r}.")
+    if image.ndim != 3 or image.shape != label.shape:
+        raise ReleaseFormatError(
+            f"{subject}/{study}/{scan}: image shape {image.shape} and label map shape {label.shape} must "
+            "be equal and 3D: the label map must lie on the scan's own grid."
+        )
+    if label.dtype != np.uint8:
+        raise ReleaseFormatError(f"{subject}/{study}/{scan}: label maps are stored as uint8, got {label.dtype}.")
+    counts = schema.count_voxels(label)
+    if counts.invalid:
+        raise ReleaseFormatError(
+            f"{subject}/{study}/{scan}: label values {list(counts.invalid)} are not organ ids of schema {schema.key} "
+            f"(1..{len(schema)}); harmonize the label map first."
+        )
+    image_rel, label_rel = scan_paths(subject, study, scan)
+    tmp_dir = scratch_dir(root)
+    write_nifti(root / image_rel, image, affine, tmp_dir)
+    write_nifti(root / label_rel, label, affine, tmp_dir)
+    present = counts.present
+    return ScanRecord(
+        subject=subject,
+        study=study,
+        scan=scan,
+        modality=spec.scan(scan).modality,
+        image=image_rel,
+        label=label_rel,
+        shape=tuple(int(s) for s in image.shape),
+        spacing_mm=spacing_from_affine(affine),
+        affine=tuple(float(v) for v in np.asarray(affine, dtype=np.float64).ravel()),
+        dtype=str(image.dtype),
+        label_dtype=str(label.dtype),
+        image_sha256=sha256_file(root / image_rel),
+        label_sha256=sha256_file(root / label_rel),
+        image_bytes=(root / image_rel).stat().st_size,
+        label_bytes=(root / label_rel).stat().st_size,
+        organs=tuple(present),
+        organ_voxels=tuple(present.values()),
+    )
+
+
+class ReleaseWriter:
+    """Writes a release folder so that an interrupted job can be resumed and is never mistaken
+    for a complete release.
+
+    While the job runs, the folder holds ``.umd-partial/`` (a `JobFolder`: the job's settings and
+    one record per finished study); ``release.json`` is written last, by `finalize`, after the
+    manifest. A second writer with the same `job` settings skips the finished studies; one with
+    other settings is refused with the settings that differ.
+
+    Args:
+        root: the release folder (new, empty, or holding an interrupted job).
+        job: the settings that identify the job.
+        schema: the label schema of the label maps.
+        overwrite: replace a complete release or an interrupted job with other settings.
+        fix: how to start over, for messages (default: the Python argument).
+        private: job settings never shown in messages.
+
+    Raises:
+        OutputExistsError: `root` holds a complete release (without `overwrite`), or is a
+            non-empty folder that is no release.
+        JobMismatchError: `root` holds an interrupted job with other settings.
+
+    Example:
+        >>> writer = ReleaseWriter(root, job={"seed": 0}, schema=load_schema())  # doctest: +SKIP
+        >>> if ("S1", "petct") not in writer.finished:                           # doctest: +SKIP
+        ...     writer.record_study([write_scan(root, "S1", "petct", "ct", ...), ...])
+        >>> writer.finalize(name="UMD", version="1.0.0", splits={"train": ["S1"]})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        job: Mapping,
+        schema: LabelSchema,
+        overwrite: bool = False,
+        fix: str = "pass overwrite=True to start over.",
+        private: Iterable[str] = (),
+    ) -> None:
+        self.root = Path(root)
+        self.schema = schema
+        self._prepare(overwrite, fix)
+        self.job = JobFolder(self.root / PARTIAL_DIR, job, what="job", fix=fix, private=private)
+
+    def _prepare(self, overwrite: bool, fix: str) -> None:
+        root = self.root
+        complete = (root / DESCRIPTOR).exists()
+        partial = (root / PARTIAL_DIR).exists()
+        if complete and not overwrite:
+            raise OutputExistsError(f"{root} already holds a complete release. Choose another folder, or {fix}")
+        if root.exists() and not (complete or partial) and any(root.iterdir()):
+            raise OutputExistsError(
+                f"{root} is a non-empty folder that is not a UMD release; refusing to write into it. "
+                "Choose an empty or new folder."
+            )
+        if overwrite and (complete or partial):
+            (root / DESCRIPTOR).unlink(missing_ok=True)  # first: the folder stops passing for a release
+            for name in (MANIFEST, LABELS, SPLITS, "subjects", PARTIAL_DIR):
+                target = root / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+
+    @property
+    def finished(self) -> dict[tuple[str, str], list[ScanRecord]]:
+        """Manifest rows of the studies already written, by (subject, study)."""
+        done = {}
+        for rows in self.job.finished.values():
+            records = [ScanRecord.from_row(r) for r in rows]
+            done[(records[0].subject, records[0].study)] = records
+        return done
+
+    def record_study(self, records: Sequence[ScanRecord]) -> None:
+        """Mark a study finished, once all its scans are written (see `write_scan`).
+
+        Raises:
+            ReleaseFormatError: the records are not exactly the scans of one study.
+        """
+        studies = sorted({(r.subject, r.study) for r in records})
+        if len(studies) != 1:
+            raise ReleaseFormatError(f"record_study takes the scans of one study, got {studies}")
+        subject, study = studies[0]
+        expected = set(modalities().study(study).scans)
+        if sorted(r.scan for r in records) != sorted(expected):
+            raise ReleaseFormatError(f"Study {subject}/{study} must hold scans {sorted(expected)}.")
+        self.job.record(f"{subject}/{study}", [r.to_row() for r in records])
+
+    def finalize(
+        self,
+        *,
+        name: str,
+        version: str,
+        splits: Mapping[str, Iterable[str]],
+        expected: Iterable[tuple[str, str]] | None = None,
+        license: str = "",
+        citation: str = "",
+        description: str = "",
+        synthetic: dict | None = None,
+    ) -> Path:
+        """Write manifest, label schema, splits and, last, the descriptor; remove the job folder.
+
+        Args:
+            expected: the (subject, study) pairs the release must hold; finalizing with one of
+                them missing raises.
+
+        Raises:
+            ReleaseFormatError: a study is missing, or a subject is in no split or in two.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        done = self.finished
+        if expected is not None:
+            missing = sorted(set(expected) - set(done))
+            if missing:
+                raise ReleaseFormatError(f"Cannot finalize {self.root}: studies not written yet: {missing}")
+        records = sorted((r for rows in done.values() for r in rows), key=lambda r: (r.subject, r.study, r.scan))
+        split_lists = {s: sorted(set(ids)) for s, ids in splits.items()}
+        check_splits(split_lists, {r.subject for r in records}, where=f"{self.root / SPLITS}")
+        tmp = self.job.tmp
+        table = pa.Table.from_pylist([r.to_row() for r in records], schema=manifest_schema())
+        with atomic_path(self.root / MANIFEST, tmp) as path:
+            pq.write_table(table, path)
+        write_json(self.root / LABELS, self.schema.to_dict(), tmp)
+        write_json(self.root / SPLITS, {"splits": split_lists}, tmp)
+        info = ReleaseInfo(
+            name=name,
+            version=version,
+            format_version=FORMAT_VERSION,
+            label_schema=self.schema.key,
+            counts=ReleaseCounts.of(records),
+            files={f: sha256_file(self.root / f) for f in (MANIFEST, LABELS, SPLITS)},
+            license=license,
+            citation=citation,
+            description=description,
+            synthetic=synthetic,
+            created_with=f"umd_dataset {__version__}",
+        )
+        write_json(self.root / DESCRIPTOR, info.to_dict(), tmp)
+        self.job.remove()
+        return self.root

@@ -1,0 +1,188 @@
+"""The Hugging Face view of a release, and `load_dataset`: rows built from the release index.
+
+Configs (one `datasets.Features` each, built from the release index, nothing re-discovered):
+
+- ``petct``, ``petmri``: one row per scan of that kind of study: ``image`` and ``label`` as
+  `datasets.Nifti`, with subject, study, scan, domain, modality, split, shape, spacing, affine and
+  organs as columns;
+- ``paired``: one row per subject with both studies: for each domain (``ct``, ``petct_pet``,
+  ``mri``, ``petmri_pet``) a Nifti column, its ``_label`` column, and its spacing, affine and organs.
+
+Which `datasets.load_dataset` routes work, and why: datasets 4+ has no loading scripts, and a bare
+name like ``"umd"`` resolves only to a folder ``./umd``, the Hub, or a private registry of packaged
+builders. So ``umd_dataset.load_dataset("umd", ...)`` is the supported entry point (it reads the
+release index directly); ``datasets.load_dataset(folder, "petct")`` works, with stock datasets and
+no umd_dataset installed, on a folder written by `umd_dataset.views.export.export_hf` (Parquet
+shards with the NIfTI bytes embedded and a dataset card with ``configs:``), which is also what a
+Hub copy holds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from umd_dataset.errors import ReleaseNotFoundError, ReleaseVersionError, check_choice
+from umd_dataset.release.index import Release
+from umd_dataset.release.resolve import resolve_release
+from umd_dataset.schema.studies import modalities
+
+__all__ = ["CONFIGS", "PAIRED", "features", "rows", "dataset_info", "to_hf", "load_dataset"]
+
+#: The paired config: one row per subject with every kind of study.
+PAIRED = "paired"
+#: One config per study kind (a row per scan), and the paired one.
+CONFIGS = (*modalities().studies, PAIRED)
+
+
+def features(config: str):
+    """The `datasets.Features` of a config."""
+    from datasets import Features, List, Nifti, Value
+
+    _check_config(config)
+    if config != PAIRED:
+        return Features(
+            {
+                "subject": Value("string"), "study": Value("string"), "scan": Value("string"), "domain": Value("string"),
+                "modality": Value("string"), "split": Value("string"), "image": Nifti(), "label": Nifti(),
+                "shape": List(Value("int32"), length=3), "spacing_mm": List(Value("float64"), length=3),
+                "affine": List(Value("float64"), length=16), "organs": List(Value("string")), "release": Value("string"),
+            }
+        )
+    columns = {"subject": Value("string"), "split": Value("string"), "release": Value("string")}
+    for domain in modalities().domains:
+        columns[domain.key] = Nifti()
+        columns[f"{domain.key}_label"] = Nifti()
+        columns[f"{domain.key}_spacing_mm"] = List(Value("float64"), length=3)
+        columns[f"{domain.key}_affine"] = List(Value("float64"), length=16)
+        columns[f"{domain.key}_organs"] = List(Value("string"))
+    return Features(columns)
+
+
+def _check_config(config: str) -> None:
+    check_choice(config, CONFIGS, "config")
+
+
+def _file(release: Release, relative: str) -> dict:
+    return {"bytes": None, "path": str(release.path(relative))}
+
+
+def rows(release: Release, config: str, split: str | None = None, organs: Iterable[str] | None = None) -> list[dict]:
+    """The rows of a config, from the release index (no image is read)."""
+    _check_config(config)
+    name = f"{release.info.name} {release.info.version}"
+    organs = None if organs is None else [release.schema.organ(o).slug for o in organs]
+    if config != PAIRED:
+        return [
+            {
+                "subject": r.subject, "study": r.study, "scan": r.scan, "domain": r.domain, "modality": r.modality,
+                "split": r.split, "image": _file(release, r.image), "label": _file(release, r.label), "shape": list(r.shape),
+                "spacing_mm": list(r.spacing_mm), "affine": list(r.affine), "organs": list(r.organs), "release": name,
+            }
+            for r in release.select(study=config, split=split, organ=organs)
+        ]
+    result = []
+    for subject in release.pairs(split=split):
+        scans = {r.domain: r for r in subject.scans}
+        if organs is not None and not all(set(organs) <= set(r.organs) for r in scans.values()):
+            continue
+        row = {"subject": subject.id, "split": subject.split, "release": name}
+        for key, r in scans.items():
+            row[key], row[f"{key}_label"] = _file(release, r.image), _file(release, r.label)
+            row[f"{key}_spacing_mm"], row[f"{key}_affine"], row[f"{key}_organs"] = list(r.spacing_mm), list(r.affine), list(r.organs)
+        result.append(row)
+    return result
+
+
+def dataset_info(release: Release, config: str):
+    from datasets import DatasetInfo
+
+    return DatasetInfo(
+        description=f"{release.info.name} {release.info.version}, config {config}. {release.info.description}".strip(),
+        citation=release.info.citation,
+        license=release.info.license,
+        config_name=config,
+        dataset_name=release.info.name,
+        features=features(config),
+    )
+
+
+def to_hf(release: Release, config: str = "petct", *, split: str | None = None, organs=None, streaming: bool = False):
+    """A `datasets.Dataset` (or `IterableDataset` with `streaming`) of one split, or a `DatasetDict`
+    (`IterableDatasetDict`) of all splits when `split` is None. Files are read when rows are decoded."""
+    import datasets
+
+    splits = [split] if split is not None else [s for s in modalities().splits if release.splits.get(s)]
+    result = {}
+    for name in splits:
+        modalities().check_split(name)
+        table = rows(release, config, name, organs)
+        if streaming:
+            result[name] = datasets.IterableDataset.from_generator(
+                _generate, features=features(config), gen_kwargs={"rows": table}, split=datasets.NamedSplit(name)
+            )
+        else:
+            result[name] = datasets.Dataset.from_list(table, features=features(config), info=dataset_info(release, config), split=datasets.NamedSplit(name))
+    if split is not None:
+        return result[split]
+    return datasets.IterableDatasetDict(result) if streaming else datasets.DatasetDict(result)
+
+
+def _generate(rows: list[dict]):
+    yield from rows
+
+
+def load_dataset(
+    name: str = "umd",
+    config: str = "petct",
+    *,
+    split: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    version: str | None = None,
+    organs: Iterable[str] | None = None,
+    streaming: bool = False,
+    hub_repo: str | None = None,
+):
+    """Load UMD (or the synthetic UMD-mini) as a Hugging Face dataset.
+
+    Args:
+        name: ``"umd"`` (the real release), ``"umd-mini"`` (the synthetic one, generated on first
+            use into `umd_dataset.release.resolve.default_mini_root`), or the path of a release folder.
+        config: ``petct``, ``petmri`` or ``paired`` (one row per subject with both studies).
+        split: ``train``, ``validation`` or ``test``; None returns a dict of all splits.
+        data_dir: the release folder (default for ``"umd"``: ``$UMD_DATA_DIR``).
+        version: the data version you expect (e.g. ``"1.0.0"``); another version raises.
+        organs: keep only the scans (paired: subjects) whose label maps contain all these organs.
+        streaming: return an `IterableDataset`.
+        hub_repo: a Hub repository holding an `export_hf` copy, loaded with `datasets.load_dataset`
+            (needs the network).
+
+    Raises:
+        ReleaseNotFoundError: no release where one was expected; the message says how to get one.
+
+    Example:
+        >>> train = load_dataset("umd-mini", "paired", split="train")   # doctest: +SKIP
+        >>> train[0]["ct"].shape                                         # doctest: +SKIP
+    """
+    _check_config(config)
+    if hub_repo is not None:
+        return _from_hub(hub_repo, config, split, streaming)
+    release = resolve_release(name, data_dir)
+    if version is not None and release.info.version != version:
+        raise ReleaseVersionError(
+            f"{release.root} holds {release.info.name} version {release.info.version}, not {version}. Point data_dir to "
+            f"the {version} release, or drop version= to take this one."
+        )
+    return to_hf(release, config, split=split, organs=organs, streaming=streaming)
+
+
+def _from_hub(repo: str, config: str, split: str | None, streaming: bool):
+    import datasets
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ReleaseNotFoundError(
+            f"Cannot load the Hub copy {repo!r}: HF_HUB_OFFLINE is set. Unset it on a machine with network access, "
+            "or pass data_dir= to a local release."
+        )
+    return datasets.load_dataset(repo, config, split=split, streaming=streaming)
