@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from umd_dataset.io.files import sha256_file
 from umd_dataset.release.format import DESCRIPTOR, MANIFEST, manifest_schema
-from umd_dataset.schema.organs import load_schema
+from umd_dataset.schema.organs import LabelSchema, load_schema
 from umd_dataset.schema.sources import load_source
 from umd_dataset.synthetic.release import SynthConfig
 
@@ -61,3 +61,15 @@ def to_total(canonical: np.ndarray, key: str = "totalsegmentator_total") -> np.n
     out.ravel()[background[:500]] = table.id_of("gallbladder")
     out.ravel()[background[500:800]] = table.id_of("vertebrae_L1")
     return out
+
+
+def schema_v2(**changes) -> LabelSchema:
+    """A hypothetical next schema: umd-v1 with gallbladder added as id 14."""
+    data = load_schema(1).to_dict()
+    data["version"] = 2
+    data["organs"].append(
+        {"id": 14, "slug": "gallbladder", "name": "Gallbladder", "laterality": None,
+         "snomed": {"code": "28231008", "meaning": "Gallbladder", "srt": "T-63000"}, "color": [0, 200, 0], "synonyms": []}
+    )
+    data.update(changes)
+    return LabelSchema.from_dict(data)

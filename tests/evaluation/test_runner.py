@@ -1,4 +1,4 @@
-"""The evaluation runner: failures recorded, resumable, sharded; prompts; adapters; statistics; report."""
+"""The evaluation runner: failures recorded, resumable, sharded; prompts; adapters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
 
 from umd_dataset import load_schema
 from umd_dataset.errors import UMDError
@@ -18,7 +17,6 @@ from umd_dataset.evaluation import EvalConfig, evaluate
 from umd_dataset.evaluation.adapters import CommandModel, FolderModel, FunctionModel, TorchModel
 from umd_dataset.evaluation.baselines import NoisyOracle, RegionGrowing
 from umd_dataset.evaluation.prompts import PromptConfig, correction_click, make_prompt, prompt_rng
-from umd_dataset.evaluation.stats import paired
 from umd_dataset.io import read_nifti, write_nifti
 
 SCHEMA = load_schema()
@@ -153,6 +151,32 @@ def test_promptable_model_with_corrective_clicks(small_release, tmp_path):
     assert set(table["iteration"]) <= {0, 1, 2} and (table["iteration"] == 0).any()
     first = json.loads(table[table["iteration"] == 0]["prompt"].iloc[0])
     assert first["kind"] == "point" and len(first["points"]) == 1 and first["point_labels"] == [1]
+    # every round adds one click, placed where the previous round's mask was wrong (positive in a
+    # missed region, negative in a false positive), and a case stops once its mask is perfect
+    from umd_dataset.evaluation.case import Case
+    from umd_dataset.evaluation.prompts import Prompt
+
+    model = RegionGrowing()
+    clicked = 0
+    for (subject, study, scan, organ), rounds in table.groupby(["subject", "study", "scan", "organ"]):
+        rounds = rounds.sort_values("iteration")
+        assert list(rounds["iteration"]) == list(range(len(rounds)))
+        record = small_release.subject(subject).studies[study].scans[scan]
+        image, affine = read_nifti(small_release.image_path(record))
+        case = Case(np.asarray(image), affine, record.spacing_mm, subject, study, scan, record.domain, "PT", "SUV")
+        truth = np.asarray(read_nifti(small_release.label_path(record))[0]) == SCHEMA.organ(organ).id
+        prompts = [Prompt(**{**json.loads(p), "points": tuple(map(tuple, json.loads(p)["points"])),
+                             "point_labels": tuple(json.loads(p)["point_labels"])}) for p in rounds["prompt"]]
+        for before, after in zip(prompts, prompts[1:]):
+            assert after.points[:-1] == before.points and len(after.points) == len(before.points) + 1
+            previous = model(case, before)
+            point, label = correction_click(truth, previous, record.spacing_mm)
+            assert (after.points[-1], after.point_labels[-1]) == (point, label)
+            assert truth[point] == bool(label) and previous[point] != truth[point]
+            clicked += 1
+        if len(rounds) < 3:  # stopped early: the last mask was perfect
+            assert rounds["dice"].iloc[-1] == 1.0
+    assert clicked > 0
     again = evaluate(RegionGrowing(), small_release, tmp_path / "again", config=config, progress=False).table
     assert list(again["prompt"]) == list(table["prompt"])  # identical prompts on every run
     assert "Mean Dice per prompt round" in (tmp_path / "run" / "report.md").read_text()
@@ -202,28 +226,24 @@ def test_folder_command_and_torch_adapters(small_release, tmp_path):
 
     from umd_dataset.evaluation.baselines.unet import NORMALIZATIONS, UNet3D, save_checkpoint
 
+    torch.manual_seed(0)
     save_checkpoint(tmp_path / "unet.pt", UNet3D(width=4, depth=2), scan="ct", schema="umd-v1", patch_size=32, normalization=NORMALIZATIONS["ct"])
     model = TorchModel.from_checkpoint(tmp_path / "unet.pt")
-    torch.manual_seed(0)
     net = evaluate(model, small_release, tmp_path / "torch", config=config, progress=False).table
-    assert (net["status"] == "ok").all()
+    assert (net["status"] == "ok").all() and len(net) == len(small_release.select(split="test", scan="ct"))
+    # the runner scores exactly what the adapter predicts on the scan's own grid
+    from umd_dataset.evaluation.case import Case
+    from umd_dataset.evaluation.metrics import case_metrics
 
-
-def test_paired_statistics_by_hand():
-    rows = []
-    rng = np.random.default_rng(0)
-    ct = rng.uniform(0.7, 0.9, 12)
-    pet = ct - rng.uniform(0.05, 0.2, 12)
-    for i in range(12):
-        for domain, value in (("ct", ct[i]), ("petct_pet", pet[i])):
-            rows.append({"subject": f"S{i}", "organ": "liver", "domain": domain, "dice": value, "edge_case": "", "status": "ok", "iteration": 0})
-    table = pd.DataFrame(rows)
-    result = paired(table, pairs=(("ct", "petct_pet"),))
-    liver = result[result["organ"] == "liver"].iloc[0]
-    assert liver["n_subjects"] == 12
-    assert liver["median_difference"] == pytest.approx(float(np.median(pet - ct)))
-    assert liver["wilcoxon_p"] == pytest.approx(scipy_stats.wilcoxon(pet - ct).pvalue)
-    assert liver["ci95_low"] <= liver["median_difference"] <= liver["ci95_high"] < 0
+    for _, row in net.iterrows():
+        record = small_release.subject(row["subject"]).studies[row["study"]].scans[row["scan"]]
+        image, affine = read_nifti(small_release.image_path(record))
+        case = Case(np.asarray(image), affine, record.spacing_mm, record.subject, record.study, record.scan, record.domain, "CT", "HU")
+        prediction = model(case)
+        assert prediction.shape == record.shape and prediction.dtype == np.uint8 and prediction.max() <= 13
+        truth = np.asarray(read_nifti(small_release.label_path(record))[0]) == 1
+        expected = case_metrics(truth, prediction == 1, record.spacing_mm)
+        assert row["dice"] == pytest.approx(expected.dice) and row["n_pred"] == expected.n_pred and row["tp"] == expected.tp
 
 
 def test_killed_umd_evaluate_resumes_to_the_uninterrupted_table(small_release, tmp_path):

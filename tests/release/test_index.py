@@ -195,3 +195,21 @@ def test_opening_reads_no_image(tmp_path):
     assert not (tmp_path / "subjects").exists()
     report = release.verify(workers=2)
     assert len([p for p in report.problems if p.kind == "missing"]) == 2000
+
+
+def test_the_summary_is_a_typed_object(small_release):
+    from umd_dataset import ReleaseSummary
+    from umd_dataset.release.index import SplitCounts
+
+    summary = small_release.summary()
+    assert isinstance(summary, ReleaseSummary) and summary.counts == small_release.info.counts
+    train = small_release.splits["train"]
+    assert summary.splits["train"] == SplitCounts(
+        subjects=len(train), studies=sum(len(small_release.subject(s).studies) for s in train),
+        scans=len(small_release.select(split="train")),
+    )
+    assert sum(s.subjects for s in summary.splits.values()) == 6
+    assert list(summary.label_maps_with_organ) == ["ct", "petct_pet", "mri", "petmri_pet"]
+    assert summary.organ_totals()["liver"] == sum(d["liver"] for d in summary.label_maps_with_organ.values())
+    assert summary.to_dict()["label_maps_with_organ_by_domain"] == summary.label_maps_with_organ
+    assert str(summary).splitlines()[0].startswith("UMD-test 1.0.0 at ")

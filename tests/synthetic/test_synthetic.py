@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from helpers import SMALL
-from umd_dataset import IncompleteReleaseError, SynthConfig, UMDError, UnknownNameError, open_release, synthesize
+from umd_dataset import (
+    IncompleteReleaseError,
+    JobMismatchError,
+    OutputExistsError,
+    SynthConfig,
+    UnknownNameError,
+    open_release,
+    synthesize,
+)
 from umd_dataset.io import read_nifti
 from umd_dataset.synthetic.phantom import presets
 from umd_dataset.synthetic.release import plan
@@ -120,9 +128,9 @@ def test_writer_refuses_a_foreign_folder_and_a_complete_release(tmp_path, small_
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(UMDError, match="not a UMD release; refusing to write"):
+    with pytest.raises(OutputExistsError, match="not a UMD release; refusing to write"):
         synthesize(foreign, SMALL)
-    with pytest.raises(UMDError, match="already holds a complete release.*--overwrite"):
+    with pytest.raises(OutputExistsError, match="already holds a complete release.*--overwrite"):
         synthesize(small_release_root, SMALL)
 
 
@@ -138,8 +146,9 @@ def test_interrupted_job_with_other_settings_is_refused(tmp_path):
         synthesize(root, SynthConfig(subjects=2), on_study=stop_after_one)
     with pytest.raises(IncompleteReleaseError):
         open_release(root)
-    with pytest.raises(UMDError, match="interrupted job with other settings"):
+    with pytest.raises(JobMismatchError, match=r"interrupted job with other settings \(subjects: 2 before, 3 now\)") as caught:
         synthesize(root, SynthConfig(subjects=3))
+    assert caught.value.differences == ("subjects: 2 before, 3 now",)
     release = synthesize(root, SynthConfig(subjects=3), overwrite=True)
     assert release.info.counts.subjects == 3
 
@@ -171,3 +180,34 @@ def test_killed_synth_resumes_to_the_same_release(tmp_path, small_release):
     assert not (root / ".umd-partial").exists()
     leftovers = [p for p in Path(root).rglob("*") if ".tmp" in p.name]
     assert leftovers == []
+
+
+def test_config_values_are_checked_with_suggestions():
+    from umd_dataset.errors import InvalidOptionError
+
+    with pytest.raises(UnknownNameError, match=r"Unknown synthetic preset 'ful'\. Did you mean 'full'"):
+        SynthConfig(preset="ful")
+    with pytest.raises(InvalidOptionError, match="subjects must be at least 1"):
+        SynthConfig(subjects=0)
+    with pytest.raises(InvalidOptionError, match="split_fractions"):
+        SynthConfig(split_fractions=(0.5, 0.5))
+
+
+def test_the_phantom_finds_organs_by_concept_and_names_what_it_lacks():
+    """The per-organ tables are keyed by concept: a schema version that renames a slug still works,
+    one that adds an organ the phantom lacks is refused by name, never with a KeyError."""
+    import numpy as np
+
+    from helpers import schema_v2
+    from umd_dataset.errors import SchemaError
+    from umd_dataset.schema.organs import LabelSchema, load_schema
+    from umd_dataset.synthetic.phantom import make_anatomy, phantom_organs
+
+    with pytest.raises(SchemaError, match=r"no shape or intensities for organs of umd-v2: gallbladder \(28231008\)"):
+        phantom_organs(schema_v2())
+    data = load_schema().to_dict()
+    data["version"] = 3
+    data["organs"][8]["slug"] = "bladder"  # a renamed slug, the same concept
+    renamed = LabelSchema.from_dict(data)
+    anatomy = make_anatomy(np.random.default_rng(0), renamed)
+    assert "bladder" in anatomy.organs and phantom_organs(renamed)["bladder"].pet_suv == 14.0

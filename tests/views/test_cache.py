@@ -95,3 +95,13 @@ def test_patches_through_dataloader_workers(cache):
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, timeout=60)
     batches = list(loader)
     assert sum(b["image"].shape[0] for b in batches) == len(dataset)
+
+
+def test_a_misspelt_sampler_or_codec_is_refused_before_anything_is_written(cache, small_release, tmp_path):
+    from umd_dataset.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match=r"Unknown patch sampler 'organs'\. Did you mean 'organ'"):
+        PatchDataset(cache, sampler="organs")
+    with pytest.raises(UnknownNameError, match=r"Unknown cache codec 'lz5'\. Did you mean 'lz4'"):
+        build_cache(small_release, tmp_path / "new-cache", codec="lz5")
+    assert not (tmp_path / "new-cache").exists()

@@ -66,11 +66,18 @@ def test_missing_release_says_how_to_get_one(monkeypatch, tmp_path):
         load_dataset(str(tmp_path / "nothing"))
 
 
-def test_umd_mini_is_generated_on_first_use(monkeypatch, tmp_path):
+def test_umd_mini_is_generated_on_first_use_and_says_where(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("UMD_CACHE", str(tmp_path))
     train = load_dataset("umd-mini", "paired", split="train")
     assert (tmp_path / "umd-mini-1.0.0" / "release.json").is_file()
-    assert len(train) >= 1 and train[0]["ct"].shape == (80, 80, 100)
+    assert f"generating the synthetic UMD-mini 1.0.0 into {tmp_path / 'umd-mini-1.0.0'}" in capsys.readouterr().err
+    load_dataset("umd-mini", "petct", split="test")
+    assert "generating" not in capsys.readouterr().err  # reading never writes again
+    from umd_dataset.synthetic.release import SynthConfig, plan
+
+    expected = sorted(s.id for s in plan(SynthConfig()) if s.split == "train" and len(s.studies) == 2)
+    assert sorted(train["subject"]) == expected and len(expected) == 4
+    assert train[0]["ct"].shape == (80, 80, 100) and train[0]["petct_pet"].shape == (50, 50, 100)
 
 
 def test_export_loads_with_stock_datasets_in_a_fresh_process(small_release_root, small_release, tmp_path):

@@ -72,10 +72,20 @@ def test_torchio_queue_with_label_sampler(small_release):
     assert (centre == 1).all()  # patches centred on the liver
 
 
-def test_monai_dicts(small_release):
+def test_monai_dicts_load_the_same_voxels_with_monai(small_release):
+    from monai.transforms import LoadImaged
+
     items = monai_dicts(small_release, split="test", scan="pet")
-    assert items and all(os.path.isfile(i["image"]) and os.path.isfile(i["label"]) for i in items)
-    assert {i["split"] for i in items} == {"test"}
+    records = small_release.select(split="test", scan="pet")
+    assert [(i["subject"], i["study"], i["scan"]) for i in items] == [(r.subject, r.study, r.scan) for r in records]
+    assert all(i["split"] == "test" and i["domain"] == r.domain for i, r in zip(items, records))
+    load = LoadImaged(keys=["image", "label"], image_only=True)
+    view = ScanDataset(small_release, split="test", scan="pet")
+    for item, expected in zip(items, view):
+        loaded = load(item)
+        assert np.array_equal(loaded["image"].numpy(), expected["image"][0].numpy())
+        assert np.array_equal(loaded["label"].numpy().astype(np.uint8), expected["label"][0].numpy())
+        assert np.allclose(loaded["image"].affine.numpy(), expected["affine"].numpy())
 
 
 def _rank(rank: int, world: int, store: str, root: str, out: str) -> None:

@@ -25,6 +25,7 @@ from umd_dataset.io.jobs import JobFolder, Progress, run_items
 from umd_dataset.io.nifti import read_nifti
 from umd_dataset.release.format import MANIFEST, PARTIAL_DIR, ScanRecord, safe_relative_path
 from umd_dataset.release.index import Release
+from umd_dataset.schema.organs import LabelSchema
 
 __all__ = ["CACHE_FORMAT", "CODECS", "SAMPLERS", "build_cache", "open_cache", "PatchCache", "PatchDataset"]
 
@@ -50,7 +51,8 @@ def _cparams(typesize: int, codec: str):
     return blosc2.CParams(codec=getattr(blosc2.Codec, name), clevel=level, typesize=typesize, filters=[blosc2.Filter.SHUFFLE], nthreads=1)
 
 
-def _write_scan(cache_dir: str, release_root: str, record: ScanRecord, chunks: tuple[int, int, int], codec: str) -> dict:
+def _write_scan(cache_dir: str, release_root: str, record: ScanRecord, chunks: tuple[int, int, int], codec: str,
+                organ_ids: list[int]) -> dict:
     """Write one scan's image, label map and organ index into the cache; return its cache entry."""
     import blosc2
 
@@ -70,7 +72,7 @@ def _write_scan(cache_dir: str, release_root: str, record: ScanRecord, chunks: t
         if which == "label":
             rng = np.random.default_rng(int(record.label_sha256[:8], 16))
             points = {}
-            for organ_id in np.flatnonzero(np.bincount(array.ravel()))[1:]:  # ids checked when the release was written
+            for organ_id in organ_ids:  # the organs the manifest lists for this label map
                 where = np.argwhere(array == organ_id)
                 keep = where if len(where) <= ORGAN_POINTS else where[rng.choice(len(where), ORGAN_POINTS, replace=False)]
                 points[str(int(organ_id))] = keep.astype(np.int32)
@@ -82,8 +84,9 @@ def _write_scan(cache_dir: str, release_root: str, record: ScanRecord, chunks: t
     return entry
 
 
-def _write_item(cache_dir: str, release_root: str, chunks: tuple[int, int, int], codec: str, record: ScanRecord) -> dict:
-    return _write_scan(cache_dir, release_root, record, chunks, codec)
+def _write_item(cache_dir: str, release_root: str, chunks: tuple[int, int, int], codec: str, schema: LabelSchema,
+                record: ScanRecord) -> dict:
+    return _write_scan(cache_dir, release_root, record, chunks, codec, [schema.organ(slug).id for slug in record.organs])
 
 
 def build_cache(
@@ -130,7 +133,7 @@ def build_cache(
             job.record(record.key, entry)  # after every scan: an interrupted build resumes here
             bar.update()
 
-        run_items(todo, partial(_write_item, str(out), str(release.root), chunks, codec), done, workers=workers)
+        run_items(todo, partial(_write_item, str(out), str(release.root), chunks, codec, release.schema), done, workers=workers)
     release_state = {"root": str(Path(release.root).resolve()), "name": release.info.name,
                      "version": release.info.version, "manifest_sha256": release.info.files[MANIFEST]}
     write_json(state_path, {**settings, "release": release_state, "scans": dict(sorted(entries.items())), "complete": True})
