@@ -34,3 +34,18 @@ def test_train_resume_and_load(release_copy, tmp_path, capsys):
     run(str(release_copy), "--scan", "pet", "--steps", "5", "--patch", "16", "--cases", "2", "--out", str(out))
     assert "resuming from" in capsys.readouterr().out
     assert load_checkpoint(out)[1]["step"] == 5
+
+
+def test_a_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
+    import pytest
+
+    from umd_dataset.errors import CheckpointError, InputNotFoundError
+
+    with pytest.raises(InputNotFoundError, match="missing.pt does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="notes.pt is not a readable torch checkpoint"):
+        load_checkpoint(tmp_path / "notes.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt is not a umd_dataset U-Net checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")

@@ -90,3 +90,20 @@ def test_the_command_line_refuses_a_typo_before_writing_anything(tmp_path):
     assert result.returncode == 2
     assert "Did you mean 'smallest'?" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_bad_input_tables_name_the_file_line_and_value(tmp_path):
+    from umd_dataset.errors import IngestInputError, InputNotFoundError
+    from umd_dataset.ingest.plan import overrides_from_csv, plan_nnunet
+
+    (tmp_path / "suv.csv").write_text("patient,weight_kg\nP1,72\nP2,seventy\n")
+    with pytest.raises(IngestInputError, match=r"suv\.csv line 3: weight_kg 'seventy' is not a number"):
+        overrides_from_csv(tmp_path / "suv.csv")
+    with pytest.raises(InputNotFoundError, match="missing.csv does not exist"):
+        overrides_from_csv(tmp_path / "missing.csv")
+    with pytest.raises(InputNotFoundError, match="splits file"):
+        IngestOptions(splits_path=str(tmp_path / "nope.csv"))
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "dataset.json").write_text("{not json")
+    with pytest.raises(IngestInputError, match="is not a valid nnU-Net dataset.json"):
+        plan_nnunet(tmp_path / "raw", IngestOptions(), "key")

@@ -282,3 +282,14 @@ def test_seg_with_empty_slices_left_out_keeps_its_slice_spacing(tmp_path):
     assert result.labels.shape == (6, 6, 5)
     assert np.array_equal(np.flatnonzero(result.labels.any(axis=(0, 1))), [0, 4])
     assert np.allclose(result.affine[:3, 3], affine[:3, :3] @ [0, 0, 1])
+
+
+def test_a_missing_input_is_a_file_not_found_that_names_it(tmp_path):
+    from umd_dataset.errors import InputNotFoundError
+    from umd_dataset.labels.harmonize import harmonize, harmonize_masks
+
+    with pytest.raises(InputNotFoundError, match="nope.nii.gz does not exist"):
+        harmonize(tmp_path / "nope.nii.gz")
+    with pytest.raises(InputNotFoundError, match="masks is not a folder of masks"):
+        harmonize_masks(tmp_path / "masks")
+    assert issubclass(InputNotFoundError, FileNotFoundError)

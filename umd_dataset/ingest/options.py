@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Union
 
-from umd_dataset.errors import InvalidOptionError, check_choice
+from umd_dataset.errors import InputNotFoundError, InvalidOptionError, check_choice
 from umd_dataset.labels.harmonize import HarmonizeOptions
 from umd_dataset.schema.sources import load_source
 from umd_dataset.schema.studies import modalities
@@ -75,6 +76,8 @@ class IngestOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.labels, HarmonizeOptions):
             raise InvalidOptionError(f"labels must be a HarmonizeOptions, got {type(self.labels).__name__}")
+        if self.splits_path is not None and not Path(self.splits_path).is_file():
+            raise InputNotFoundError(f"The splits file {self.splits_path} does not exist.")
         if int(self.workers) < 1:
             raise InvalidOptionError(f"workers must be at least 1, got {self.workers}")
         object.__setattr__(self, "mri_contrasts", tuple(self.mri_contrasts))

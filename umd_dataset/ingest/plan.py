@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from umd_dataset.errors import IngestInputError
+from umd_dataset.errors import IngestInputError, InputNotFoundError
 from umd_dataset.ingest.dicom import Discovery, Series
 from umd_dataset.ingest.options import (
     FreeText,
@@ -128,6 +128,21 @@ def plan_dicom(discovery: Discovery, options: IngestOptions, secret: str, report
     return jobs, identities
 
 
+def _number(text: str, where: str, column: str) -> float:
+    """A number read from an input table, or an error naming the file, the line, the column and the value."""
+    try:
+        return float(text)
+    except ValueError:
+        raise IngestInputError(f"{where}: {column} {text!r} is not a number.") from None
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise InputNotFoundError(f"{path} does not exist.")
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def _short(uid: str) -> str:
     return "..." + uid[-8:]
 
@@ -146,13 +161,13 @@ def plan_nifti(mapping_file: str | Path, options: IngestOptions, secret: str, ke
     """
     mapping_file = Path(mapping_file)
     base = mapping_file.parent
-    with open(mapping_file, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _csv_rows(mapping_file)
     required = {"subject", "study", "scan", "image"}
     if not rows or not required <= set(rows[0]):
         raise IngestInputError(f"{mapping_file}: a mapping needs the columns {sorted(required)} (optional: label, label_source, suv_factor).")
     grouped: dict[tuple[str, str], list[dict]] = {}
     for number, row in enumerate(rows, start=2):
+        row["_line"] = f"{mapping_file} line {number}"
         study = row["study"].strip()
         scans = modalities().study(study).scans
         if row["scan"].strip() not in scans:
@@ -179,7 +194,7 @@ def plan_nifti(mapping_file: str | Path, options: IngestOptions, secret: str, ke
         scans = {
             scan: ScanInput(
                 "nifti", (str(base / r["image"].strip()),), r["image"].strip(),
-                float(r["suv_factor"]) if (r.get("suv_factor") or "").strip() else None,
+                _number(r["suv_factor"], r["_line"], "suv_factor") if (r.get("suv_factor") or "").strip() else None,
             )
             for scan, r in by_scan.items()
         }
@@ -199,9 +214,16 @@ def plan_nnunet(folder: str | Path, options: IngestOptions, secret: str, keep_id
     spec_path = folder / "dataset.json"
     if not spec_path.is_file():
         raise IngestInputError(f"{folder} is not an nnU-Net raw dataset: no dataset.json.")
-    spec = json.loads(spec_path.read_text())
-    ending = spec.get("file_ending", ".nii.gz")
-    channels = {int(k): str(v).upper() for k, v in spec.get("channel_names", spec.get("modality", {})).items()}
+    try:
+        spec = json.loads(spec_path.read_text())
+        ending = spec.get("file_ending", ".nii.gz")
+        channels = {int(k): str(v).upper() for k, v in spec.get("channel_names", spec.get("modality", {})).items()}
+        names = {int(v) if not isinstance(v, list) else int(v[0]): k for k, v in spec["labels"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise IngestInputError(
+            f"{spec_path} is not a valid nnU-Net dataset.json ({type(error).__name__}: {error}); it needs "
+            "channel_names {index: name} and labels {name: id}."
+        ) from error
     pet = [c for c, name in channels.items() if re.search(r"PET|PT|SUV", name)]
     ct = [c for c, name in channels.items() if name == "CT" or name.startswith("CT")]
     mr = [c for c, name in channels.items() if re.search(r"MR|T1|T2|DIXON", name)]
@@ -210,7 +232,6 @@ def plan_nnunet(folder: str | Path, options: IngestOptions, secret: str, keep_id
     kind = "CT" if ct else "MR"
     study_spec = next(s for s in modalities().studies.values() if modalities().scan(s.structural).modality == kind)
     study, structural_key, structural = study_spec.key, study_spec.structural, (ct or mr)[0]
-    names = {int(v) if not isinstance(v, list) else int(v[0]): k for k, v in spec["labels"].items()}
     label_map_names = GivenNames(tuple(sorted((i, n) for i, n in names.items() if i != 0)))
     images = folder / "imagesTr"
     cases = sorted({p.name[: -len(ending) - 5] for p in images.glob(f"*_0000{ending}")} | {p.name[: -len(ending) - 5] for p in images.glob(f"*_{pet[0]:04d}{ending}")})
@@ -233,8 +254,9 @@ def plan_nnunet(folder: str | Path, options: IngestOptions, secret: str, keep_id
 def overrides_from_csv(path: str | Path) -> Mapping[str, Mapping[str, float]]:
     """Per-patient SUV inputs: CSV ``patient,weight_kg,injected_dose_bq,half_life_s`` (empty cells ignored)."""
     result: dict[str, dict[str, float]] = {}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            values = {k: float(v) for k, v in row.items() if k != "patient" and v not in (None, "")}
-            result[row["patient"].strip()] = values
+    for number, row in enumerate(_csv_rows(Path(path)), start=2):
+        if "patient" not in row:
+            raise IngestInputError(f"{path}: the SUV overrides need a 'patient' column (and weight_kg, injected_dose_bq, half_life_s).")
+        where = f"{path} line {number}"
+        result[row["patient"].strip()] = {k: _number(v, where, k) for k, v in row.items() if k != "patient" and v not in (None, "")}
     return result

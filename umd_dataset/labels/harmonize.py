@@ -505,6 +505,8 @@ def _finish_masks(
 
 
 def _mask_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InputNotFoundError(f"{folder} is not a folder of masks (it does not exist or is a file).")
     files = sorted(p for p in folder.iterdir() if p.is_file() and re.search(r"\.nii(\.gz)?$", p.name))
     if not files:
         raise LabelInputError(f"{folder} holds no NIfTI mask (*.nii.gz or *.nii).")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from umd_dataset._version import __version__
-from umd_dataset.errors import CheckpointError
+from umd_dataset.errors import CheckpointError, InputNotFoundError
 from umd_dataset.io.files import atomic_path
 
 __all__ = ["UNet3D", "Normalization", "NORMALIZATIONS", "save_checkpoint", "load_checkpoint"]
@@ -109,9 +109,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """(model in eval mode on `device`, the checkpoint's metadata).
 
     Raises:
+        InputNotFoundError: the file does not exist.
         CheckpointError: the file is not a umd_dataset U-Net checkpoint.
     """
-    payload = torch.load(path, map_location=device, weights_only=True)  # never unpickle code from a checkpoint
+    if not os.path.isfile(path):
+        raise InputNotFoundError(f"The checkpoint {path} does not exist (scripts/train_baseline.py writes one).")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)  # never unpickle code from a checkpoint
+    except Exception as error:  # torch raises several types for files that are no checkpoint
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(error).__name__}: {str(error)[:200]}).") from error
     if not isinstance(payload, dict) or payload.get("format") != "umd-unet3d":
         raise CheckpointError(f"{path} is not a umd_dataset U-Net checkpoint (written by scripts/train_baseline.py).")
     model = UNet3D(**payload["model"]).to(device)
