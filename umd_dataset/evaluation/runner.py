@@ -237,7 +237,7 @@ def evaluate(
     """Score a model on a release, per organ and domain, and write the results table and report.
 
     Args:
-        model: any callable (see `umd_dataset.evaluation.models`).
+        model: any callable (see `umd_dataset.evaluation.case` for the protocol and `adapters` for wrappers).
         release: a `Release`, a release folder, ``"umd"`` or ``"umd-mini"``.
         out: the run folder (new, or an interrupted run of the same model and settings).
         config: `EvalConfig`.
