@@ -15,9 +15,9 @@ Classes:
 
 Errors:
     UMDError, InvalidOptionError, UnknownNameError, UnknownLabelError, SchemaError, ConversionError,
-    InputNotFoundError, ReleaseNotFoundError, IncompleteReleaseError, ReleaseFormatError,
-    ReleaseVersionError, UnsafePathError, OutputExistsError, JobMismatchError, VerificationError,
-    StaleCacheError, LabelError, GridMismatchError, MaskValueError, LabelOverlapError, LossyLabelError,
+    InputNotFoundError, UnreadableFileError, ReleaseNotFoundError, IncompleteReleaseError, ReleaseFormatError,
+    ReleaseVersionError, UnsafePathError, CorruptFileError, ReleaseDataError, OutputExistsError,
+    JobMismatchError, VerificationError, StaleCacheError, LabelError, GridMismatchError, MaskValueError, LabelOverlapError, LossyLabelError,
     EmptyOrganError, LabelInputError, DicomError, SeriesGeometryError, SUVError, SegmentationError,
     IngestInputError, IngestError, ModelError, ModelOutputError, PredictionNotFoundError,
     CheckpointError, PromptError, ResultsError

@@ -11,11 +11,14 @@ working. Each condition a caller may want to handle has its own class::
     ├── SchemaError (ValueError)               malformed or inconsistent label schema / alias table data
     │   └── ConversionError                    no explicit conversion between two schema versions
     ├── InputNotFoundError (FileNotFoundError) an input file or folder that does not exist
+    ├── UnreadableFileError (ValueError)       a file that cannot be read as what it should be (broken gzip, truncated NIfTI)
     ├── ReleaseNotFoundError (FileNotFoundError)
     │   └── IncompleteReleaseError             a release whose writing was interrupted
     ├── ReleaseFormatError (ValueError)        a release file that breaks the format
     │   ├── ReleaseVersionError
-    │   └── UnsafePathError
+    │   ├── UnsafePathError
+    │   ├── CorruptFileError                   a file whose bytes are not the ones its manifest row names
+    │   └── ReleaseDataError                   a scan or label map whose content is invalid (ids, grid, NaN)
     ├── OutputExistsError (FileExistsError)    refusing to write over a release, an export or a foreign folder
     ├── JobMismatchError                       a folder holds an interrupted job with other settings
     ├── VerificationError                      `Release.verify` found problems
@@ -51,11 +54,14 @@ __all__ = [
     "SchemaError",
     "ConversionError",
     "InputNotFoundError",
+    "UnreadableFileError",
     "ReleaseNotFoundError",
     "IncompleteReleaseError",
     "ReleaseFormatError",
     "ReleaseVersionError",
     "UnsafePathError",
+    "CorruptFileError",
+    "ReleaseDataError",
     "OutputExistsError",
     "JobMismatchError",
     "VerificationError",
@@ -110,6 +116,11 @@ class InputNotFoundError(UMDError, FileNotFoundError):
     """An input file or folder (a label file, a DICOM tree, a mapping) that does not exist."""
 
 
+class UnreadableFileError(UMDError, ValueError):
+    """A file that cannot be read as what it should be: a broken gzip stream, a truncated or
+    malformed NIfTI header."""
+
+
 class ReleaseNotFoundError(UMDError, FileNotFoundError):
     """A folder that should hold a release does not, or a file of a release is missing."""
 
@@ -128,6 +139,17 @@ class ReleaseVersionError(ReleaseFormatError):
 
 class UnsafePathError(ReleaseFormatError):
     """A path in a release that points outside the release root."""
+
+
+class CorruptFileError(ReleaseFormatError):
+    """A file of a release whose bytes differ from what its manifest row names (size, sha256, or a
+    broken gzip stream): corrupt or changed. `umd verify` lists every such file."""
+
+
+class ReleaseDataError(ReleaseFormatError):
+    """A scan or label map of a release whose content is invalid although its checksum is right:
+    label values that are no organ id, a label map on another grid than its scan, NaN or infinite
+    image voxels. A fault of the release, never of a model."""
 
 
 class OutputExistsError(UMDError, FileExistsError):

@@ -24,7 +24,12 @@ def reference_values(a, b, spacing):
             "nsd1": sd.compute_surface_dice_at_tolerance(distances, 1.0),
             "nsd2": sd.compute_surface_dice_at_tolerance(distances, 2.0),
             "hd95": sd.compute_robust_hausdorff(distances, 95),
-            "assd": float(np.mean(sd.compute_average_surface_distance(distances))),
+            "assd_mean_of_means": float(np.mean(sd.compute_average_surface_distance(distances))),
+            "assd": float(
+                (np.sum(distances["distances_gt_to_pred"] * distances["surfel_areas_gt"])
+                 + np.sum(distances["distances_pred_to_gt"] * distances["surfel_areas_pred"]))
+                / (np.sum(distances["surfel_areas_gt"]) + np.sum(distances["surfel_areas_pred"]))
+            ),
         }
 
 
@@ -55,7 +60,8 @@ def test_agrees_with_surface_distance(name):
     reference, prediction, spacing = CASES[name](np.random.default_rng(3))
     expected = reference_values(reference, prediction, spacing)
     got = case_metrics(reference, prediction, spacing, tolerances_mm=(1.0, 2.0))
-    mine = {"dice": got.dice, "nsd1": got.nsd[1.0], "nsd2": got.nsd[2.0], "hd95": got.hd95, "assd": got.assd}
+    mine = {"dice": got.dice, "nsd1": got.nsd[1.0], "nsd2": got.nsd[2.0], "hd95": got.hd95, "assd": got.assd,
+            "assd_mean_of_means": got.assd_mean_of_means}
     for key in expected:
         assert mine[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-12), (name, key)
 
@@ -107,3 +113,45 @@ def test_organ_metrics_of_a_label_map(small_release):
         assert metrics.dice == pytest.approx(expected["dice"], rel=1e-6)
         assert metrics.hd95 == pytest.approx(expected["hd95"], rel=1e-6)
         assert metrics.nsd[2.0] == pytest.approx(expected["nsd2"], rel=1e-6)
+
+
+def _box(shape, lo, hi):
+    mask = np.zeros(shape, bool)
+    mask[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+    return mask
+
+
+def _ellipsoid(shape, centre, radii):
+    grid = np.indices(shape).astype(float)
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1
+
+
+# distances equal to the tolerance: the reference computes (index difference) x spacing and lands
+# exactly on tau; distances from scaled coordinates landed just above it (NSD up to 14% off here)
+def _shifted(kind: str, shift: tuple[int, int, int], start: int = 7):
+    if kind == "box":
+        shape, lo, hi = (40, 40, 24), np.array([start, start, 4]), np.array([start + 20, start + 18, 14])
+        return _box(shape, lo, hi), _box(shape, lo + shift, hi + shift)
+    shape, centre, radii = (44, 44, 24), np.array([start + 12, start + 12, 10]), (9, 8, 5)
+    return _ellipsoid(shape, centre, radii), _ellipsoid(shape, centre + shift, radii)
+
+
+TIES = {
+    "box, 0.4 mm isotropic, tau 2 mm": ("box", (0, 5, 0), (0.4, 0.4, 0.4), 2.0),
+    "ellipsoid, 0.4 mm isotropic, tau 2 mm": ("ellipsoid", (5, 5, 0), (0.4, 0.4, 0.4), 2.0),
+    "box, (0.6, 0.8, 3) mm, tau 1 mm": ("box", (1, 3, 1), (0.6, 0.8, 3.0), 1.0),
+    "ellipsoid, (0.6, 0.8, 3) mm, tau 1 mm": ("ellipsoid", (2, 4, 0), (0.6, 0.8, 3.0), 1.0),
+    "box, (1.2, 1.6, 3) mm, tau 2 mm": ("box", (1, 3, 1), (1.2, 1.6, 3.0), 2.0),
+    "ellipsoid, (1.2, 1.6, 3) mm, tau 2 mm": ("ellipsoid", (2, 4, 0), (1.2, 1.6, 3.0), 2.0),
+}
+
+
+@pytest.mark.parametrize("name", list(TIES))
+def test_distances_equal_to_the_tolerance_count_as_the_reference_counts_them(name):
+    kind, shift, spacing, tau = TIES[name]
+    reference, prediction = _shifted(kind, shift)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        expected = sd.compute_surface_dice_at_tolerance(sd.compute_surface_distances(reference, prediction, spacing), tau)
+    got = case_metrics(reference, prediction, spacing, tolerances_mm=(tau,)).nsd[tau]
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)

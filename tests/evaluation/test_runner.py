@@ -49,7 +49,7 @@ def test_perfect_model_scores_one_and_report_is_complete(small_release, tmp_path
     html = (tmp_path / "run" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # self-contained: the three plots are embedded
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["release"]["version"] == "1.0.0" and config["umd_dataset"] and config["metrics"]["name"] == "umd-metrics-v1"
+    assert config["release"]["version"] == "1.0.0" and config["umd_dataset"] and config["metrics"]["name"] == "umd-metrics-v2"
     assert pd.read_parquet(tmp_path / "run" / "results.parquet").shape == table.shape
 
 

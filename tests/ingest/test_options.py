@@ -47,8 +47,8 @@ def test_every_option_is_checked_at_creation(make, error, pattern):
 
 def test_the_job_identity_holds_the_harmonization_policy():
     options = IngestOptions(labels=HarmonizeOptions(overlap=("liver", "spleen"), drop=("tumor",)))
-    assert options.settings()["labels"]["overlap"] == ["liver", "spleen"]
-    assert options.settings()["labels"]["drop"] == ["tumor"]
+    assert options.settings("key")["labels"]["overlap"] == ["liver", "spleen"]
+    assert options.settings("key")["labels"]["drop"] == ["tumor"]
 
 
 def _mapping(tmp_path, label_source: str) -> str:

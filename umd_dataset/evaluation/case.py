@@ -25,7 +25,8 @@ MODEL_KINDS = ("automatic", "promptable")
 
 @dataclass
 class Case:
-    """What a model sees of one scan."""
+    """What a model sees of one scan. Its arrays are read-only: a model that needs to change them
+    copies them first (`evaluate` scores against a reference the model never holds)."""
 
     image: np.ndarray
     affine: np.ndarray
@@ -38,6 +39,7 @@ class Case:
     units: str
     organs: tuple[str, ...] = ()
     reference: np.ndarray | None = field(default=None, repr=False)  # only for models that declare needs_reference
+    timeout_s: float | None = None  # the time limit of each call, for adapters that start programs
 
 
 def model_kind(model) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from umd_dataset.evaluation.stats import METRICS, by_round, comparisons, paired, reported_gap, summary
+from umd_dataset.evaluation.stats import METRICS, by_round, comparisons, paired, reported_gap, scored_rows, summary
 from umd_dataset.io.files import atomic_path
 from umd_dataset.schema.studies import modalities
 
@@ -29,7 +29,9 @@ def _plots(out: Path, table) -> dict[str, Path]:
 
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
-    scored = table[(table["edge_case"] != "absent") & (table["iteration"] == 0)]
+    scored = scored_rows(table)
+    if scored.empty:  # nothing was scored (every organ absent, or every scan a release error): no plot to draw
+        return {}
     domains = [d.key for d in modalities().domains if d.key in set(scored["domain"])]
     names = {d.key: d.name for d in modalities().domains}
     organs = list(dict.fromkeys(scored["organ"]))
@@ -105,17 +107,24 @@ def write_report(out: str | Path, table, run: dict) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` (plots embedded) into the run folder."""
     out = Path(out)
     plots = _plots(out, table)
-    by_domain = summary(table).pivot_table(index="organ", columns="domain", values="mean", sort=False)
-    order = [d.key for d in modalities().domains if d.key in by_domain.columns]
-    by_domain = by_domain[order].reset_index()
+    per_organ = summary(table)
+    if per_organ.empty or per_organ["n"].sum() == 0:
+        by_domain_text = "No case was scored: every organ is absent from the reference, or every scan's files are damaged."
+    else:
+        by_domain = per_organ.pivot_table(index="organ", columns="domain", values="mean", sort=False, dropna=False)
+        order = [d.key for d in modalities().domains if d.key in by_domain.columns]
+        by_domain_text = _markdown_table(by_domain[order].reset_index())
     comparisons = paired(table)
     failures = table[table["status"] == "failed"][["subject", "study", "scan", "organ", "failure"]]
+    damaged = table[table["edge_case"] == "release_error"].drop_duplicates(["subject", "study", "scan"])
+    scored = len(scored_rows(table, first_round=False))
     sections = [
         f"# Evaluation of {run['model']} on {run['release']['name']} {run['release']['version']}",
         f"Model kind: {run['kind']}. Split: {run['config']['split']}. umd_dataset {run['umd_dataset']}, label schema "
-        f"{run['release']['label_schema']}. Cases scored: {int((table['edge_case'] != 'absent').sum())}, failed: "
-        f"{int((table['status'] == 'failed').sum())}, organs absent: {int((table['edge_case'] == 'absent').sum())}.",
-        "## Mean Dice per organ and domain", _markdown_table(by_domain),
+        f"{run['release']['label_schema']}. Cases scored: {scored}, failed: "
+        f"{int((table['status'] == 'failed').sum())}, organs absent: {int((table['edge_case'] == 'absent').sum())}, "
+        f"scans with damaged release files: {len(damaged)}.",
+        "## Mean Dice per organ and domain", by_domain_text,
         "## Paired comparisons (second minus first, same subjects; Dice)",
         _markdown_table(comparisons),
         "## All metrics per organ and domain",
@@ -129,6 +138,8 @@ def write_report(out: str | Path, table, run: dict) -> tuple[Path, Path]:
         sections += ["## Reported versus measured (mean Dice)", _markdown_table(reported_gap(table, run["reported"]))]
     sections += [
         "## Failures", _markdown_table(failures) if len(failures) else "None.",
+        "## Release errors (damaged files of the release, not scored; run `umd verify`)",
+        _markdown_table(damaged[["subject", "study", "scan", "failure"]]) if len(damaged) else "None.",
         "## Run configuration", "```json\n" + json.dumps(run, indent=2) + "\n```",
     ]
     plot_md = "\n\n".join(f"![{name}](plots/{path.name})" for name, path in plots.items())

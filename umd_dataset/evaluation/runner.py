@@ -16,23 +16,30 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from umd_dataset._version import __version__
-from umd_dataset.errors import InvalidOptionError, JobMismatchError, ResultsError, UnknownNameError, did_you_mean
+from umd_dataset.errors import (
+    InvalidOptionError,
+    JobMismatchError,
+    ReleaseDataError,
+    ResultsError,
+    UMDError,
+    UnknownNameError,
+    check_choice,
+    did_you_mean,
+)
+from umd_dataset.evaluation.calling import ISOLATIONS, ModelCaller, format_failure
 from umd_dataset.evaluation.case import Case, as_label_map, as_mask, model_kind
 from umd_dataset.evaluation.metrics import METRIC_DEFINITION, case_metrics, organ_metrics
 from umd_dataset.evaluation.prompts import PromptConfig, correction_click, make_prompt, prompt_rng
 from umd_dataset.io.files import atomic_path, read_json, write_json
 from umd_dataset.io.jobs import Progress, setting_differences
-from umd_dataset.io.nifti import read_nifti
 from umd_dataset.release.format import MANIFEST
 from umd_dataset.release.resolve import resolve_release
 from umd_dataset.schema.organs import SCHEMA_VERSIONS, load_schema
@@ -41,6 +48,8 @@ from umd_dataset.schema.studies import modalities
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "merge_results"]
 
 RESULTS = "results"
+#: The status and edge case of the rows of a scan whose release files are damaged (never scored).
+RELEASE_ERROR = "release_error"
 KEY = ["subject", "study", "scan", "organ_id", "iteration"]
 
 
@@ -55,7 +64,10 @@ class EvalConfig:
         prompt: prompt simulation for promptable models.
         tolerances_mm: NSD tolerances.
         timeout_s: seconds a model may take per call.
-        metric_workers: threads computing metrics while the model runs.
+        isolation: ``thread`` (the model runs in this process, on read-only arrays) or ``process``
+            (a worker process, killed when a call runs past `timeout_s`); see
+            `umd_dataset.evaluation.calling`.
+        metric_workers: threads computing the metrics of a scan's organs (None: one per CPU).
         shard: (index, count) of this process's share; None takes RANK/WORLD_SIZE, else (0, 1).
 
     Raises:
@@ -69,7 +81,8 @@ class EvalConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     tolerances_mm: tuple[float, ...] = (1.0, 2.0)
     timeout_s: float = 600.0
-    metric_workers: int = 1
+    isolation: str = "thread"
+    metric_workers: int | None = None
     shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -90,7 +103,8 @@ class EvalConfig:
             raise InvalidOptionError(f"tolerances_mm must be positive distances, got {self.tolerances_mm}")
         if not self.timeout_s > 0:
             raise InvalidOptionError(f"timeout_s must be positive, got {self.timeout_s}")
-        if int(self.metric_workers) < 1:
+        check_choice(self.isolation, ISOLATIONS, "isolation")
+        if self.metric_workers is not None and int(self.metric_workers) < 1:
             raise InvalidOptionError(f"metric_workers must be at least 1, got {self.metric_workers}")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise InvalidOptionError(f"shard must be (index, count) with 0 <= index < count, got {self.shard}")
@@ -102,7 +116,8 @@ class EvalConfig:
 
     def identity(self) -> dict:
         data = asdict(self)
-        data.pop("shard"), data.pop("metric_workers"), data.pop("timeout_s")
+        for how in ("shard", "metric_workers", "timeout_s", "isolation"):  # how the run is done, not what it measures
+            data.pop(how)
         return json.loads(json.dumps(data))
 
 
@@ -117,30 +132,6 @@ class EvalResult:
     scans_skipped: int
 
 
-class _Timeout(Exception):
-    pass
-
-
-def _call(model, args: tuple, timeout_s: float):
-    """Run a model call with a time limit (the call continues in the background if it overruns)."""
-    box: dict = {}
-
-    def target() -> None:
-        try:
-            box["value"] = model(*args)
-        except BaseException as error:  # noqa: BLE001 - any failure of user code is recorded, not raised
-            box["error"] = error
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise _Timeout(f"timed out after {timeout_s:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def _rows_for(record, organs, metrics: dict, base: dict, prompts: dict | None = None, iteration: int = 0) -> list[dict]:
     rows = []
     for organ in organs:
@@ -151,37 +142,83 @@ def _rows_for(record, organs, metrics: dict, base: dict, prompts: dict | None = 
     return rows
 
 
-def _run_model(model, kind: str, record, release, config: EvalConfig, organs, model_name: str):
-    """Run the model on one scan (in the caller's thread) and return a function that computes the
-    scan's rows (run in the metric thread pool, while the model works on the next scan)."""
-    image, affine = read_nifti(release.image_path(record))
-    reference, _ = read_nifti(release.label_path(record))
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    array.setflags(write=False)
+    return array
+
+
+def _load_case(release, record) -> tuple[Case, np.ndarray]:
+    """The case a model sees and the reference it is scored against (never handed to the model),
+    both read verified and checked.
+
+    Raises:
+        ReleaseNotFoundError, CorruptFileError: a missing or damaged file (see `Release.read`).
+        ReleaseDataError: label values that are no organ id, or NaN / infinite image voxels.
+    """
+    image, affine = release.read(record, "image")
+    reference, _ = release.read(record, "label")
     reference = np.asarray(reference)
+    invalid = release.schema.count_voxels(reference).invalid
+    if invalid:
+        raise ReleaseDataError(
+            f"{release.label_path(record)}: label values {list(invalid)} are not organ ids of {release.schema.key} "
+            f"(1..{len(release.schema)}): the release's label map is invalid. Run `umd verify {release.root} --deep`."
+        )
+    image = np.asarray(image)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        raise ReleaseDataError(
+            f"{release.image_path(record)}: {bad} voxels are NaN or infinite: the release's image is invalid. "
+            f"Run `umd verify {release.root} --deep`."
+        )
     spec = modalities().scan(record.scan)
-    case = Case(np.asarray(image), affine, record.spacing_mm, record.subject, record.study, record.scan, record.domain,
-                spec.modality, spec.units, tuple(record.organs), reference if getattr(model, "needs_reference", False) else None)
+    case = Case(_read_only(image), affine, record.spacing_mm, record.subject, record.study, record.scan, record.domain,
+                spec.modality, spec.units, tuple(record.organs))
+    return case, _read_only(reference)
+
+
+def _release_error_rows(record, organs, base: dict, error: Exception, tolerances_mm) -> list[dict]:
+    """Rows of a scan whose files are damaged: recorded apart from model failures, never scored."""
+    nan = float("nan")
+    metrics = {"dice": nan, "hd95_mm": nan, "assd_mm": nan, "assd_mean_of_means_mm": nan, **{f"nsd_{t:g}mm": nan for t in tolerances_mm}}
+    counts = {"tp": 0, "fp": 0, "fn": 0, "n_ref": 0, "n_pred": 0, "surface_ref_mm2": nan, "surface_pred_mm2": nan}
+    return [
+        {**base, "status": RELEASE_ERROR, "failure": format_failure(error), "organ": o.slug, "organ_id": o.id, "iteration": 0,
+         **metrics, **counts, "edge_case": RELEASE_ERROR, "prompt": ""}
+        for o in organs
+    ]
+
+
+def _score_scan(caller: ModelCaller, model, kind: str, record, release, config: EvalConfig, organs, model_name: str) -> list[dict]:
+    """The rows of one scan: the model run on it (once, or once per organ and prompt round), scored."""
     base = {"model": model_name, "subject": record.subject, "study": record.study, "scan": record.scan, "domain": record.domain,
             "split": record.split, "status": "ok", "failure": "", "seconds_model": 0.0}
+    try:
+        case, reference = _load_case(release, record)
+    except UMDError as error:  # a damaged release file: the release's fault, recorded as such
+        return _release_error_rows(record, organs, base, error, config.tolerances_mm)
+    if getattr(model, "needs_reference", False):
+        case = replace(case, reference=_read_only(reference.copy()))  # a copy: scoring uses its own
+    caller.set_case(case)
     schema = release.schema
     if kind == "automatic":
         start = time.perf_counter()
         try:
-            prediction = as_label_map(_call(model, (case,), config.timeout_s), case, schema)
-        except (Exception, _Timeout) as error:  # noqa: BLE001 - recorded per case
+            prediction = as_label_map(caller(), case, schema)
+        except Exception as error:  # noqa: BLE001 - any failure of the model is recorded per case
             prediction = np.zeros(reference.shape, dtype=np.uint8)
-            base.update(status="failed", failure=f"{type(error).__name__}: {error}")
+            base.update(status="failed", failure=format_failure(error))
         base["seconds_model"] = time.perf_counter() - start
-
-        def rows() -> list[dict]:
-            metrics = organ_metrics(reference, prediction, record.spacing_mm, [o.id for o in organs], config.tolerances_mm)
-            return _rows_for(record, organs, metrics, base)
-
-        return rows
-    work = []  # (organ, iteration, prompt json, truth, mask, row base)
+        metrics = organ_metrics(reference, prediction, record.spacing_mm, [o.id for o in organs], config.tolerances_mm,
+                                workers=config.metric_workers)
+        return _rows_for(record, organs, metrics, base)
+    rows = []
     for organ in organs:
         truth = reference == organ.id
         if not truth.any():  # no prompt without an object: the organ is absent from this scan
-            work.append((organ, 0, "", truth[:1, :1, :1], truth[:1, :1, :1], {**base, "status": "absent"}))
+            metrics = {organ.id: case_metrics(truth[:1, :1, :1], truth[:1, :1, :1], record.spacing_mm, config.tolerances_mm)}
+            rows += _rows_for(record, [organ], metrics, {**base, "status": "absent"}, {organ.id: ""}, 0)
             continue
         rng = prompt_rng(config.prompt.seed, record.subject, record.study, record.scan, organ.slug)
         prompt = make_prompt(truth, organ.slug, organ.id, config.prompt, record.spacing_mm, schema, rng)
@@ -189,25 +226,18 @@ def _run_model(model, kind: str, record, release, config: EvalConfig, organs, mo
             start = time.perf_counter()
             row_base = dict(base)
             try:
-                mask = as_mask(_call(model, (case, prompt), config.timeout_s), case, organ.slug)
-            except (Exception, _Timeout) as error:  # noqa: BLE001 - recorded per case
+                mask = as_mask(caller(prompt), case, organ.slug)
+            except Exception as error:  # noqa: BLE001 - any failure of the model is recorded per case
                 mask = np.zeros(truth.shape, dtype=bool)
-                row_base.update(status="failed", failure=f"{type(error).__name__}: {error}")
+                row_base.update(status="failed", failure=format_failure(error))
             row_base["seconds_model"] = time.perf_counter() - start
-            work.append((organ, iteration, prompt.to_json(), truth, mask, row_base))
+            metrics = {organ.id: case_metrics(truth, mask, record.spacing_mm, config.tolerances_mm)}
+            rows += _rows_for(record, [organ], metrics, row_base, {organ.id: prompt.to_json()}, iteration)
             if iteration < config.prompt.iterations:
                 click = correction_click(truth, mask, record.spacing_mm)
                 if click is None:
                     break
                 prompt = prompt.with_click(click[0], click[1], iteration + 1)
-
-    def rows() -> list[dict]:
-        result = []
-        for organ, iteration, prompt_json, truth, mask, row_base in work:
-            metrics = {organ.id: case_metrics(truth, mask, record.spacing_mm, config.tolerances_mm)}
-            result += _rows_for(record, [organ], metrics, row_base, {organ.id: prompt_json}, iteration)
-        return result
-
     return rows
 
 
@@ -288,24 +318,14 @@ def evaluate(
         if data and not data.endswith(b"\n"):
             os.truncate(path, data.rfind(b"\n") + 1)
     bar = Progress(len(records), initial=len(records) - len(todo), desc=f"evaluate {name}", unit="scan", enabled=progress)
-    with bar, open(path, "ab") as handle, ThreadPoolExecutor(max(1, config.metric_workers)) as pool:
-        pending = []
-
-        def flush(limit: int) -> None:
-            while len(pending) > limit:
-                rows = pending.pop(0).result()
-                handle.write(json.dumps(rows).encode() + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-                bar.update()
-
-        try:
-            for record in todo:
-                rows = _run_model(model, kind, record, release, config, organs, name)  # the model, in this thread
-                pending.append(pool.submit(rows))  # its metrics, in the pool
-                flush(max(1, config.metric_workers))
-        finally:  # also on Ctrl-C: the scans whose model run finished are scored and kept
-            flush(0)
+    with bar, open(path, "ab") as handle, ModelCaller(model, isolation=config.isolation, timeout_s=config.timeout_s) as caller:
+        for record in todo:
+            rows = _score_scan(caller, model, kind, record, release, config, organs, name)
+            # durable before the next model call: a model that kills the process loses no finished scan
+            handle.write(json.dumps(rows).encode() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            bar.update()
     (out / RESULTS / f"shard-{index:03d}-of-{count:03d}.done").write_text("done\n")
     complete = all((out / RESULTS / f"shard-{i:03d}-of-{count:03d}.done").is_file() for i in range(count))
     table = merge_results(out, count) if complete else None

@@ -1,8 +1,9 @@
 """Analysis of a results table: per organ x domain summaries, paired comparisons on the same
 subjects (Wilcoxon signed-rank, bootstrap over subjects), and the gap to a reported score.
 
-Rows whose organ is absent from both reference and prediction (``edge_case == "absent"``) are
-left out of every statistic and counted; failed cases are scored as the edge-case table says
+Rows whose organ is absent from both reference and prediction (``edge_case == "absent"``), and
+rows of scans whose release files are damaged (``edge_case == "release_error"``, a fault of the
+release, not of the model), are left out of every statistic and counted; failed cases are scored as the edge-case table says
 (an empty prediction) and counted too. With corrective clicks, statistics use the first round
 (the one-prompt protocol of the UMD paper); `by_round` gives the mean of every round.
 """
@@ -13,7 +14,7 @@ import numpy as np
 
 from umd_dataset.schema.studies import modalities
 
-__all__ = ["METRICS", "comparisons", "summary", "paired", "reported_gap", "by_round"]
+__all__ = ["METRICS", "UNSCORED", "comparisons", "scored_rows", "summary", "paired", "reported_gap", "by_round"]
 
 METRICS = ("dice", "nsd_1mm", "nsd_2mm", "hd95_mm", "assd_mm")
 
@@ -28,14 +29,23 @@ def _first_round(table):
     return table[table["iteration"] == 0] if "iteration" in table else table
 
 
+#: Edge cases that are never scored.
+UNSCORED = ("absent", "release_error")
+
+
+def scored_rows(table, first_round: bool = True):
+    """The rows that enter statistics: not absent, not a release error (first prompt round only by default)."""
+    table = _first_round(table) if first_round else table
+    return table[~table["edge_case"].isin(UNSCORED)]
+
+
 def _scored(table):
-    table = _first_round(table)
-    return table[table["edge_case"] != "absent"]
+    return scored_rows(table)
 
 
 def by_round(table, metric: str = "dice"):
     """Mean of `metric` per domain and prompt round (rows: domains; columns: rounds)."""
-    scored = table[table["edge_case"] != "absent"]
+    scored = scored_rows(table, first_round=False)
     return scored.groupby(["domain", "iteration"])[metric].mean().unstack()
 
 
@@ -50,6 +60,7 @@ def summary(table, metric: str = "dice"):
             "organ": organ, "domain": domain, "n": int(len(scored)), "mean": scored.mean(), "median": scored.median(),
             "q25": scored.quantile(0.25), "q75": scored.quantile(0.75),
             "failures": int((group["status"] == "failed").sum()), "absent": int((group["edge_case"] == "absent").sum()),
+            "release_errors": int((group["edge_case"] == "release_error").sum()),
         })
     return pd.DataFrame(rows)
 

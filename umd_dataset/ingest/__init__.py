@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from umd_dataset.errors import IngestError, InputNotFoundError, check_choice
+from umd_dataset.errors import IngestError, IngestInputError, InputNotFoundError, check_choice
 from umd_dataset.ingest.options import IngestOptions, IngestReport
 
 __all__ = ["ingest", "IngestOptions", "IngestReport", "IngestError", "INPUT_FORMATS"]
@@ -48,11 +48,12 @@ def ingest(
 
     Raises:
         InputNotFoundError: `source` does not exist.
+        IngestInputError: no pseudonym key where pseudonyms are made (see `IngestOptions.secret`).
         IngestError: studies failed (their reasons in `.report`); finished ones are kept for a rerun.
     """
     from umd_dataset.ingest.plan import plan_dicom, plan_nifti, plan_nnunet
-    from umd_dataset.ingest.pseudonym import new_secret
-    from umd_dataset.ingest.runner import previous_secret, run_jobs
+    from umd_dataset.ingest.pseudonym import PUBLIC_SPLIT_KEY, key_fingerprint, keyed_hash
+    from umd_dataset.ingest.runner import run_jobs
 
     check_choice(input_format, INPUT_FORMATS, "input format")
     options = options or IngestOptions()
@@ -66,19 +67,33 @@ def ingest(
             input_format = "nnunet"
         else:
             input_format = "dicom"
-    secret = options.secret or previous_secret(out) or new_secret()
+    pseudonyms = input_format == "dicom" or not keep_ids
+    if pseudonyms and not options.secret:
+        raise IngestInputError(
+            "Ingest makes pseudonyms, and needs their key: give it with secret= (CLI: --secret KEY, or the environment "
+            "variable UMD_PSEUDONYM_KEY). Keep the key: the same key resumes this job and gives the same people the same "
+            "ids in later releases. It is never written or printed."
+        )
+    secret = options.secret or PUBLIC_SPLIT_KEY
     report = IngestReport()
     if input_format == "dicom":
         from umd_dataset.ingest.dicom import discover
 
-        jobs, identities = plan_dicom(discover(source, progress=progress), options, secret, report)
+        discovery = discover(source, progress=progress)
+        for series in discovery.series:
+            first = series.first
+            report.redact.add(first.patient_id, first.patient_name, first.birth_date)
+        jobs, identities = plan_dicom(discovery, options, secret, report)
     elif input_format == "nifti":
         jobs, identities = plan_nifti(source, options, secret, keep_ids)
     else:
         jobs, identities = plan_nnunet(source, options, secret, keep_ids)
+    if pseudonyms and input_format != "dicom":
+        report.redact.add(*identities)  # the input's own subject ids
     if not jobs:
         raise IngestError(f"No study to ingest in {source}.\n{report}", report)
-    identity = {"ingest": input_format, "input": str(source.resolve()), "secret": secret, "keep_ids": keep_ids,
-                "options": options.settings()}
-    release = run_jobs(out, jobs, options, job_identity=identity, identities=identities, report=report, progress=progress)
+    identity = {"ingest": input_format, "input": keyed_hash(secret, str(source.resolve())), "key_fingerprint": key_fingerprint(secret),
+                "keep_ids": keep_ids, "options": options.settings(secret)}
+    release = run_jobs(out, jobs, options, job_identity=identity, identities=identities, report=report, progress=progress,
+                       secret=secret)
     return release, report

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, Union
 
 from umd_dataset.errors import InputNotFoundError, InvalidOptionError, check_choice
+from umd_dataset.ingest.pseudonym import Redactor, keyed_hash
 from umd_dataset.labels.harmonize import HarmonizeOptions
 from umd_dataset.schema.sources import load_source
 from umd_dataset.schema.studies import modalities
@@ -42,8 +43,10 @@ class IngestOptions:
 
     Attributes:
         name, version: the release's name and data version.
-        secret: key of the pseudonyms (default: a new random key, kept while the job runs). Pass the
-            same key to give the same people the same ids in later runs.
+        secret: key of the pseudonyms; needed whenever subjects get pseudonyms (every DICOM input,
+            and NIfTI or nnU-Net inputs unless they keep their ids). Pass the same key to resume a
+            job and to give the same people the same ids in later runs. It is never written or
+            printed: the job keeps only its fingerprint.
         mapping_path: where to write identity -> subject id (CSV); None writes no mapping.
         splits_path: CSV ``subject,split`` (subject = identity or pseudonym) to assign splits;
             others are placed by keyed hash (60/20/20).
@@ -90,12 +93,13 @@ class IngestOptions:
                 if not float(value) > 0:
                     raise InvalidOptionError(f"SUV override {key} of one patient must be positive, got {value!r}")
 
-    def settings(self) -> dict:
-        """The options that decide what the release holds (the job's identity when resuming)."""
+    def settings(self, secret: str) -> dict:
+        """The options that decide what the release holds (the job's identity when resuming), with
+        the identifiers that key the SUV overrides replaced by keyed hashes."""
         return {
             "name": self.name, "version": self.version, "allow_unlabelled": self.allow_unlabelled, "splits_path": self.splits_path,
             "labels": self.labels.policy(), "mri_contrasts": list(self.mri_contrasts),
-            "suv_overrides": {k: dict(v) for k, v in self.suv_overrides.items()},
+            "suv_overrides": {keyed_hash(secret, k): dict(v) for k, v in sorted(self.suv_overrides.items())},
         }
 
 
@@ -187,7 +191,10 @@ class StudyJob:
 
 @dataclass
 class IngestReport:
-    """What an ingest run did: studies written, left out, failed; files skipped or unreadable."""
+    """What an ingest run did: studies written, left out, failed; files skipped or unreadable.
+
+    Printed, it never shows an identifier of the input (`redact` removes those read from its headers).
+    """
 
     written: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
@@ -195,6 +202,7 @@ class IngestReport:
     left_out: list[str] = field(default_factory=list)
     file_problems: list[str] = field(default_factory=list)
     skipped_files: int = 0
+    redact: Redactor = field(default_factory=Redactor, repr=False)
 
     def __str__(self) -> str:
         lines = [f"studies written: {len(self.written)} (kept from an earlier run: {len(self.resumed)})"]
@@ -203,4 +211,4 @@ class IngestReport:
         lines += [f"unusable file: {what}" for what in self.file_problems]
         if self.skipped_files:
             lines.append(f"non-DICOM files skipped: {self.skipped_files}")
-        return "\n".join(lines)
+        return self.redact("\n".join(lines))

@@ -1,9 +1,13 @@
-"""Pseudonymous subject ids and split assignment for ingested subjects.
+"""Pseudonymous subject ids, split assignment, and keeping identifiers and the key out of every
+file and message.
 
 A subject id is ``UMD-`` and ten hex digits of an HMAC-SHA256 of the patient's identity under a
 secret key: the same person gets the same id in every study and every run with the same key, and
-the id cannot be turned back into the identity without the key. The mapping from identity to id
-is written only where the user asks for it.
+the id cannot be turned back into the identity without the key. The key itself is never written
+or printed: a job records only `key_fingerprint` (a slow keyed hash) to recognise the same key
+when it is resumed. The mapping from identity to id is written only where the user asks for it.
+`Redactor` removes the identifiers read from the input's headers (patient ids, names, birth
+dates) from every text the ingest prints or writes.
 """
 
 from __future__ import annotations
@@ -18,11 +22,24 @@ from collections.abc import Mapping, Sequence
 from umd_dataset.io.files import atomic_path
 from umd_dataset.schema.studies import modalities
 
-__all__ = ["new_secret", "pseudonym", "assign_splits", "write_mapping"]
+__all__ = ["new_secret", "key_fingerprint", "keyed_hash", "pseudonym", "assign_splits", "write_mapping", "Redactor"]
+
+#: The key of split assignment when subjects keep their own ids and no pseudonym key is given.
+PUBLIC_SPLIT_KEY = "umd_dataset public split key"
 
 
 def new_secret() -> str:
     return secrets.token_hex(16)
+
+
+def key_fingerprint(secret: str) -> str:
+    """A fingerprint that recognises the same key without revealing it (PBKDF2-SHA256, 200,000 rounds)."""
+    return hashlib.pbkdf2_hmac("sha256", secret.encode(), b"umd_dataset pseudonym key fingerprint", 200_000).hex()[:32]
+
+
+def keyed_hash(secret: str, value: str) -> str:
+    """A keyed hash of an identifier, to keep it in a job's settings without the identifier itself."""
+    return _digest(secret, "setting|" + value)[:16]
 
 
 def _digest(secret: str, identity: str) -> str:
@@ -59,3 +76,31 @@ def write_mapping(path: str | os.PathLike, mapping: Mapping[str, str]) -> None:
         writer.writerow(["identity", "subject"])
         for identity, subject in sorted(mapping.items()):
             writer.writerow([identity, subject])
+
+
+class Redactor:
+    """Removes identifiers (patient ids, names and their parts, birth dates) from texts.
+
+    Example:
+        >>> redact = Redactor(["PID-778899", "Doe^Jane"])
+        >>> redact("/raw/PID-778899/petct: no PET (Jane Doe)")
+        '/raw/<patient>/petct: no PET (<patient> <patient>)'
+    """
+
+    def __init__(self, identifiers=()) -> None:
+        self._words: set[str] = set()
+        self.add(*identifiers)
+
+    def add(self, *identifiers: str) -> None:
+        for identifier in identifiers:
+            identifier = str(identifier or "").strip()
+            parts = {identifier, *identifier.replace("^", " ").split()}
+            self._words |= {p for p in parts if len(p) >= 3}
+
+    def __call__(self, text: str) -> str:
+        import re
+
+        if not self._words:
+            return text
+        pattern = "|".join(re.escape(w) for w in sorted(self._words, key=len, reverse=True))
+        return re.sub(pattern, "<patient>", str(text), flags=re.IGNORECASE)

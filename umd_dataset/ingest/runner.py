@@ -20,17 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from umd_dataset.errors import IngestError, IngestInputError, LabelOverlapError
-from umd_dataset.io.files import read_json, write_json
+from umd_dataset.io.files import write_json
 from umd_dataset.io.geometry import Geometry
-from umd_dataset.io.jobs import JOB_FILE, Progress, run_items
+from umd_dataset.io.jobs import Progress, run_items
 from umd_dataset.io.nifti import load_nifti
 from umd_dataset.labels.carry import carry_labels
 from umd_dataset.labels.harmonize import Harmonized, harmonize, harmonize_label_map, harmonize_masks
-from umd_dataset.release.format import PARTIAL_DIR, scan_paths
+from umd_dataset.release.format import PROVENANCE, scan_paths
 from umd_dataset.release.index import Release, open_release
 from umd_dataset.release.writer import ReleaseWriter, scratch_dir, write_scan
 from umd_dataset.schema.organs import load_schema
 from umd_dataset.schema.studies import modalities
+from umd_dataset.ingest.pseudonym import Redactor
 from umd_dataset.ingest.options import (
     IngestOptions,
     IngestReport,
@@ -41,9 +42,7 @@ from umd_dataset.ingest.options import (
     StudyJob,
 )
 
-__all__ = ["run_study", "run_jobs", "previous_secret", "PROVENANCE"]
-
-PROVENANCE = "provenance.json"
+__all__ = ["run_study", "run_jobs"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,8 +133,22 @@ def _merge_seg_instances(parts: list[Harmonized]) -> Harmonized:
     return parts[0]
 
 
-def run_study(root: str, job: StudyJob, options: IngestOptions) -> list:
+def _redacted(value, redact: Redactor):
+    """A JSON-like value with every string passed through `redact`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v, redact) for v in value]
+    return value
+
+
+def run_study(root: str, job: StudyJob, options: IngestOptions, redact: Redactor | None = None) -> list:
     """Write the scans, label maps and provenance of one study; return its manifest rows.
+
+    The provenance record holds no identifier of the input (`redact` removes those read from the
+    headers; file paths are reduced to file names).
 
     Raises:
         IngestInputError: the study has no labels (and `IngestOptions.allow_unlabelled` is off),
@@ -177,7 +190,7 @@ def run_study(root: str, job: StudyJob, options: IngestOptions) -> list:
         records.append(write_scan(Path(root), job.subject, job.study, scan, image, labels, affine, schema))
         provenance["scans"][scan] = record
     folder = Path(scan_paths(job.subject, job.study, spec.scans[0])[0]).parent
-    write_json(Path(root) / folder / PROVENANCE, provenance, scratch_dir(root))
+    write_json(Path(root) / folder / PROVENANCE, _redacted(provenance, redact or Redactor()), scratch_dir(root))
     return records
 
 
@@ -193,13 +206,16 @@ def run_jobs(
     job_identity: dict,
     identities: Mapping[str, str],
     report: IngestReport,
+    secret: str,
     progress: bool = False,
 ) -> Release:
     """Run study jobs into a release folder (resumable), finalize it and verify it.
 
     Args:
-        job_identity: settings that identify this ingest job (resuming needs the same ones).
+        job_identity: settings that identify this ingest job (resuming needs the same ones); it
+            holds no key and no identifier (see `umd_dataset.ingest.pseudonym`).
         identities: identity -> subject id, written to `options.mapping_path` if given.
+        secret: the pseudonym key, for the keyed split assignment.
 
     Raises:
         IngestError: studies failed (and `options.skip_failed` is off); the release is left
@@ -208,7 +224,7 @@ def run_jobs(
     from umd_dataset.ingest.pseudonym import assign_splits, write_mapping
 
     root = Path(root)
-    writer = ReleaseWriter(root, job=job_identity, schema=load_schema(), private=("secret",),
+    writer = ReleaseWriter(root, job=job_identity, schema=load_schema(), private=("key_fingerprint", "input"),
                            fix="use another output folder to start over.")
     done = writer.finished
     todo = [job for job in jobs if (job.subject, job.study) not in done]
@@ -226,7 +242,8 @@ def run_jobs(
                 report.written.append(key)
             bar.update()
 
-        run_items(todo, partial(run_study, str(root), options=options), finish, workers=options.workers, catch=True)
+        run_items(todo, partial(run_study, str(root), options=options, redact=report.redact), finish, workers=options.workers,
+                  catch=True)
     if options.mapping_path:
         write_mapping(options.mapping_path, identities)
     if report.failed and not options.skip_failed:
@@ -239,7 +256,7 @@ def run_jobs(
     expected = [(j.subject, j.study) for j in jobs if f"{j.subject}/{j.study}" not in report.failed]
     subjects = sorted({s for s, _ in written})
     given = _read_splits(options.splits_path, identities)
-    splits = assign_splits(subjects, job_identity.get("secret", ""), given=given)
+    splits = assign_splits(subjects, secret, given=given)
     writer.finalize(name=options.name, version=options.version, splits=splits, expected=expected,
                     description="Ingested with umd_dataset.")
     release = open_release(root)
@@ -256,9 +273,3 @@ def _read_splits(path: str | None, identities: Mapping[str, str]) -> dict[str, s
             subject = identities.get(row["subject"], row["subject"])
             given[subject] = row["split"].strip()
     return given
-
-
-def previous_secret(root: str | os.PathLike) -> str | None:
-    """The pseudonym key of an interrupted job in `root`, so that resuming keeps the same ids."""
-    path = Path(root) / PARTIAL_DIR / JOB_FILE
-    return read_json(path).get("secret") if path.is_file() else None

@@ -34,6 +34,7 @@ __all__ = [
     "MANIFEST",
     "LABELS",
     "SPLITS",
+    "PROVENANCE",
     "PARTIAL_DIR",
     "ScanRecord",
     "ReleaseCounts",
@@ -53,6 +54,8 @@ DESCRIPTOR = "release.json"
 MANIFEST = "manifest.parquet"
 LABELS = "labels.json"
 SPLITS = "splits.json"
+#: An ingested study's record of how it was made, ``subjects/<subject>/<study>/provenance.json`` (optional).
+PROVENANCE = "provenance.json"
 PARTIAL_DIR = ".umd-partial"
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 

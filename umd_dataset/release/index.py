@@ -33,6 +33,7 @@ from umd_dataset.release.format import (
     ReleaseCounts,
     ReleaseInfo,
     ScanRecord,
+    check_identifier,
     check_splits,
     manifest_schema,
     safe_relative_path,
@@ -171,6 +172,7 @@ class Release:
         splits: Mapping[str, tuple[str, ...]],
     ) -> None:
         self.root = root
+        self._by_path: dict[str, tuple[ScanRecord, str]] | None = None
         self.info = info
         self.schema = schema
         self.scans = scans
@@ -217,6 +219,33 @@ class Release:
 
     def label_path(self, scan: ScanRecord) -> Path:
         return self.path(scan.label)
+
+    def read(self, scan: ScanRecord, which: str = "image"):
+        """(voxels, affine) of a scan's ``image`` or ``label`` map, from bytes checked against the
+        manifest (see `umd_dataset.release.reading`).
+
+        Raises:
+            ReleaseNotFoundError: the file is missing.
+            CorruptFileError: its bytes or header are not the manifest's; the message says to run ``umd verify``.
+        """
+        from umd_dataset.release.reading import read_volume
+
+        return read_volume(self, scan, which)
+
+    def load(self, scan: ScanRecord, which: str = "image"):
+        """The verified nibabel image (voxels in memory) of a scan's ``image`` or ``label`` map; see `read`."""
+        from umd_dataset.release.reading import load_image
+
+        return load_image(self, scan, which)
+
+    def record_of(self, relative: str) -> tuple[ScanRecord, str]:
+        """The scan a manifest path belongs to, and which of its files it is (``image`` or ``label``)."""
+        if self._by_path is None:
+            self._by_path = {p: (r, w) for r in self.scans for p, w in ((r.image, "image"), (r.label, "label"))}
+        try:
+            return self._by_path[relative]
+        except KeyError:
+            raise UnknownNameError(f"{relative!r} is no file of the release at {self.root}.") from None
 
     def select(
         self,
@@ -356,16 +385,7 @@ def open_release(root: str | os.PathLike) -> Release:
     records = _read_manifest(root / MANIFEST)
     check_splits(splits, {r.subject for r in records}, where=str(root / SPLITS))
     split_of = {s: name for name, ids in splits.items() for s in ids}
-    keys = set()
-    for r in records:
-        if r.key in keys:
-            raise ReleaseFormatError(f"{root / MANIFEST}: scan {r.key} appears twice.")
-        keys.add(r.key)
-        safe_relative_path(root, r.image, resolve=False)
-        safe_relative_path(root, r.label, resolve=False)
-        unknown = set(r.organs) - set(schema.slugs)
-        if unknown:
-            raise ReleaseFormatError(f"{root / MANIFEST}: scan {r.key} lists organs {sorted(unknown)} not in {schema.key}.")
+    _check_records(root / MANIFEST, records, schema)
     scans = tuple(replace(r, split=split_of[r.subject]) for r in records)
     counts = ReleaseCounts.of(scans)
     if counts != info.counts:
@@ -374,6 +394,44 @@ def open_release(root: str | os.PathLike) -> Release:
             "The release is incomplete or its index was edited: restore it."
         )
     return Release(root, info, schema, scans, splits)
+
+
+def _check_records(manifest: Path, records: list[ScanRecord], schema: LabelSchema) -> None:
+    """Every row names a safe subject id, a known study and one of its scans, paths inside the
+    release, organs of the schema; no scan twice; every study holds all of its scans.
+
+    Raises:
+        ReleaseFormatError: naming the manifest, the row and the fix.
+    """
+    spec = modalities()
+    keys: set[str] = set()
+    studies: dict[tuple[str, str], set[str]] = {}
+    for r in records:
+        try:
+            check_identifier(r.subject, "subject id")
+            scans = spec.study(r.study).scans
+        except (ReleaseFormatError, UnknownNameError) as error:
+            raise ReleaseFormatError(f"{manifest}: row {r.key}: {error} The manifest is corrupt or was edited: restore it.") from None
+        if r.scan not in scans:
+            raise ReleaseFormatError(f"{manifest}: row {r.key}: a {r.study} study holds scans {list(scans)}, not {r.scan!r}.")
+        if r.key in keys:
+            raise ReleaseFormatError(f"{manifest}: scan {r.key} appears twice.")
+        keys.add(r.key)
+        studies.setdefault((r.subject, r.study), set()).add(r.scan)
+        safe_relative_path(manifest.parent, r.image, resolve=False)
+        safe_relative_path(manifest.parent, r.label, resolve=False)
+        unknown = set(r.organs) - set(schema.slugs)
+        if unknown:
+            raise ReleaseFormatError(f"{manifest}: scan {r.key} lists organs {sorted(unknown)} not in {schema.key}.")
+    incomplete = [
+        f"{subject}/{study} (lacks {', '.join(sorted(set(spec.study(study).scans) - present))})"
+        for (subject, study), present in sorted(studies.items()) if present != set(spec.study(study).scans)
+    ]
+    if incomplete:
+        raise ReleaseFormatError(
+            f"{manifest}: studies without all their scans: {'; '.join(incomplete)}. The release is incomplete or its "
+            "manifest was edited: restore it from the original release."
+        )
 
 
 def _read_descriptor(path: Path) -> ReleaseInfo:

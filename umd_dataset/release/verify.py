@@ -17,7 +17,7 @@ from umd_dataset.errors import UMDError, UnsafePathError, VerificationError
 from umd_dataset.io.files import sha256_file
 from umd_dataset.io.jobs import track
 from umd_dataset.io.nifti import read_nifti, read_nifti_header
-from umd_dataset.release.format import ScanRecord
+from umd_dataset.release.format import DESCRIPTOR, LABELS, MANIFEST, PARTIAL_DIR, PROVENANCE, SPLITS, ScanRecord
 
 __all__ = ["Problem", "VerificationReport", "verify_release"]
 
@@ -29,7 +29,7 @@ class Problem:
     Attributes:
         path: path relative to the release root.
         kind: ``missing``, ``unsafe_path``, ``checksum``, ``size``, ``unreadable``, ``geometry``,
-            ``dtype`` or ``labels``.
+            ``dtype``, ``labels``, ``orphan`` or ``leftover``.
         message: what was expected, what was found, and what to do.
     """
 
@@ -81,6 +81,10 @@ def verify_release(
         workers: threads for hashing and decoding (default: up to 8, by CPU count).
         progress: show a progress bar.
 
+    Files that no manifest row names (besides the index files, ingest's per-study
+    ``provenance.json`` and the ``.umd-cache`` patch cache) are listed as orphans, and a job
+    folder left behind by a killed writer as leftover.
+
     Returns:
         A `VerificationReport` with all problems found; it never stops at the first one.
     """
@@ -95,7 +99,35 @@ def verify_release(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for found in track(pool.map(check, jobs), total=len(jobs), desc="verify", unit="file", enabled=progress):
             problems.extend(found)
+    problems += _unlisted(release)
     return VerificationReport(root=release.root, files_checked=len(jobs), problems=problems)
+
+
+#: Files and folders of a release that no manifest row names, by design: the index files, the
+#: per-study provenance records of ingest, and the patch cache (derived data).
+_INDEX_FILES = (DESCRIPTOR, MANIFEST, LABELS, SPLITS)
+_DERIVED = (".umd-cache",)
+
+
+def _unlisted(release) -> list[Problem]:
+    """Files that no manifest row names (orphans), and a job folder left behind by a killed writer."""
+    root = Path(release.root)
+    named = {p for r in release.scans for p in (r.image, r.label)}
+    problems = []
+    if (root / PARTIAL_DIR).exists():
+        problems.append(Problem(PARTIAL_DIR, "leftover", "the job folder of an interrupted or killed writer is still here; "
+                                "the release is complete (release.json exists): remove the folder."))
+    for folder, dirs, files in os.walk(root):
+        relative_folder = Path(folder).relative_to(root).as_posix()
+        if relative_folder == ".":
+            dirs[:] = [d for d in dirs if d not in _DERIVED and d != PARTIAL_DIR]
+            files = [f for f in files if f not in _INDEX_FILES]
+        for name in files:
+            relative = name if relative_folder == "." else f"{relative_folder}/{name}"
+            if relative in named or (name == PROVENANCE and relative.startswith("subjects/")):
+                continue
+            problems.append(Problem(relative, "orphan", "no manifest row names this file: remove it, or restore the manifest that lists it."))
+    return problems
 
 
 def _check_file(release, record: ScanRecord, which: str, deep: bool) -> list[Problem]:

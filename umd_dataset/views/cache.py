@@ -19,13 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from umd_dataset.errors import StaleCacheError, check_choice
+from umd_dataset.errors import StaleCacheError, UMDError, check_choice
 from umd_dataset.io.files import read_json, write_json
 from umd_dataset.io.jobs import JobFolder, Progress, run_items
-from umd_dataset.io.nifti import read_nifti
 from umd_dataset.release.format import MANIFEST, PARTIAL_DIR, ScanRecord, safe_relative_path
 from umd_dataset.release.index import Release
-from umd_dataset.schema.organs import LabelSchema
 
 __all__ = ["CACHE_FORMAT", "CODECS", "SAMPLERS", "build_cache", "open_cache", "PatchCache", "PatchDataset"]
 
@@ -51,17 +49,17 @@ def _cparams(typesize: int, codec: str):
     return blosc2.CParams(codec=getattr(blosc2.Codec, name), clevel=level, typesize=typesize, filters=[blosc2.Filter.SHUFFLE], nthreads=1)
 
 
-def _write_scan(cache_dir: str, release_root: str, record: ScanRecord, chunks: tuple[int, int, int], codec: str,
+def _write_scan(cache_dir: str, release: Release, record: ScanRecord, chunks: tuple[int, int, int], codec: str,
                 organ_ids: list[int]) -> dict:
-    """Write one scan's image, label map and organ index into the cache; return its cache entry."""
+    """Write one scan's image, label map and organ index into the cache (read verified from the
+    release; written only below `cache_dir`); return its cache entry."""
     import blosc2
 
-    root = Path(release_root)
-    folder = Path(cache_dir) / record.subject / record.study
+    folder = safe_relative_path(Path(cache_dir), f"{record.subject}/{record.study}")
     folder.mkdir(parents=True, exist_ok=True)
     entry = {"image_sha256": record.image_sha256, "label_sha256": record.label_sha256}
-    for which, relative in (("image", record.image), ("label", record.label)):
-        array, _ = read_nifti(safe_relative_path(root, relative))
+    for which in ("image", "label"):
+        array, _ = release.read(record, which)
         array = np.ascontiguousarray(array)
         target = folder / f"{record.scan}_{which}.b2nd"
         tmp = target.with_name(target.name + ".tmp")
@@ -84,9 +82,16 @@ def _write_scan(cache_dir: str, release_root: str, record: ScanRecord, chunks: t
     return entry
 
 
-def _write_item(cache_dir: str, release_root: str, chunks: tuple[int, int, int], codec: str, schema: LabelSchema,
-                record: ScanRecord) -> dict:
-    return _write_scan(cache_dir, release_root, record, chunks, codec, [schema.organ(slug).id for slug in record.organs])
+def _write_item(cache_dir: str, release: Release, chunks: tuple[int, int, int], codec: str, record: ScanRecord) -> dict:
+    return _write_scan(cache_dir, release, record, chunks, codec, [release.schema.organ(slug).id for slug in record.organs])
+
+
+def _inside(folder: Path, relative: str) -> bool:
+    """True if `relative` names an existing file inside `folder` (a cache entry pointing elsewhere is dropped)."""
+    try:
+        return safe_relative_path(folder, relative).is_file()
+    except UMDError:
+        return False
 
 
 def build_cache(
@@ -123,7 +128,7 @@ def build_cache(
     entries = {
         k: v for k, v in entries.items()
         if k in scans and v["image_sha256"] == scans[k].image_sha256 and v["label_sha256"] == scans[k].label_sha256
-        and all((out / v[f]).exists() for f in ("image", "label", "organs"))
+        and all(_inside(out, v[f]) for f in ("image", "label", "organs"))
     }
     todo = [r for k, r in scans.items() if k not in entries]
     with Progress(len(scans), initial=len(scans) - len(todo), desc="cache", unit="scan", enabled=progress) as bar:
@@ -133,7 +138,7 @@ def build_cache(
             job.record(record.key, entry)  # after every scan: an interrupted build resumes here
             bar.update()
 
-        run_items(todo, partial(_write_item, str(out), str(release.root), chunks, codec, release.schema), done, workers=workers)
+        run_items(todo, partial(_write_item, str(out), release, chunks, codec), done, workers=workers)
     release_state = {"root": str(Path(release.root).resolve()), "name": release.info.name,
                      "version": release.info.version, "manifest_sha256": release.info.files[MANIFEST]}
     write_json(state_path, {**settings, "release": release_state, "scans": dict(sorted(entries.items())), "complete": True})
@@ -195,15 +200,19 @@ class PatchCache:
         if handle is None:
             import blosc2
 
-            handle = blosc2.open(str(self.path / self.state["scans"][key][which]), mode="r", dparams=blosc2.DParams(nthreads=1))
+            handle = blosc2.open(str(self._file(key, which)), mode="r", dparams=blosc2.DParams(nthreads=1))
             self._handles()[(key, which)] = handle
         return handle
+
+    def _file(self, key: str, which: str) -> Path:
+        """A file of the cache, refusing any path in ``cache.json`` that leaves the cache folder."""
+        return safe_relative_path(self.path, self.state["scans"][key][which])
 
     def organ_points(self, key: str, organ_id: int) -> np.ndarray:
         """Up to 4096 voxel indices (n, 3) of an organ in a scan (empty if absent)."""
         cached = self._handles().get((key, "organs"))
         if cached is None:
-            with np.load(self.path / self.state["scans"][key]["organs"]) as data:
+            with np.load(self._file(key, "organs")) as data:
                 cached = {int(k): data[k] for k in data.files}
             self._handles()[(key, "organs")] = cached
         return cached.get(int(organ_id), np.zeros((0, 3), np.int32))

@@ -24,10 +24,11 @@ from collections.abc import Iterable
 
 from umd_dataset.errors import ReleaseNotFoundError, ReleaseVersionError, check_choice
 from umd_dataset.release.index import Release
+from umd_dataset.release.reading import read_bytes
 from umd_dataset.release.resolve import resolve_release
 from umd_dataset.schema.studies import modalities
 
-__all__ = ["CONFIGS", "PAIRED", "features", "rows", "dataset_info", "to_hf", "load_dataset"]
+__all__ = ["CONFIGS", "PAIRED", "features", "nifti_columns", "rows", "dataset_info", "VerifiedNifti", "to_hf", "load_dataset"]
 
 #: The paired config: one row per subject with every kind of study.
 PAIRED = "paired"
@@ -107,9 +108,47 @@ def dataset_info(release: Release, config: str):
     )
 
 
+def nifti_columns(config: str) -> tuple[str, ...]:
+    """The columns of a config that hold a NIfTI file."""
+    from datasets import Nifti
+
+    return tuple(name for name, feature in features(config).items() if isinstance(feature, Nifti))
+
+
+class VerifiedNifti:
+    """The transform of the map-style view: every NIfTI value of a batch is replaced by the image
+    read through `Release.load`, which checks the file's bytes against the manifest (the stock
+    `datasets.Nifti` decoding reads with nibabel, which never checks the gzip trailer).
+
+    Picklable (it holds the release index), so DataLoader workers can use it.
+    """
+
+    def __init__(self, release: Release, config: str) -> None:
+        self.release, self.columns = release, nifti_columns(config)
+        self._root = str(release.root)
+
+    def _verified(self, value):
+        if value is None:
+            return None
+        path = value.get("path") if isinstance(value, dict) else value.get_filename()
+        relative = os.path.relpath(path, self._root).replace(os.sep, "/")
+        return self.release.load(*self.release.record_of(relative))
+
+    def __call__(self, batch: dict) -> dict:
+        for column in self.columns:
+            if column in batch:
+                batch[column] = [self._verified(v) for v in batch[column]]
+        return batch
+
+
 def to_hf(release: Release, config: str = "petct", *, split: str | None = None, organs=None, streaming: bool = False):
     """A `datasets.Dataset` (or `IterableDataset` with `streaming`) of one split, or a `DatasetDict`
-    (`IterableDatasetDict`) of all splits when `split` is None. Files are read when rows are decoded."""
+    (`IterableDatasetDict`) of all splits when `split` is None.
+
+    Files are read when rows are decoded, and every file's bytes are checked against the manifest:
+    the map-style view decodes through `VerifiedNifti` (a `set_transform`; a later `with_format`
+    replaces it), the streaming view hands the decoder verified bytes.
+    """
     import datasets
 
     splits = [split] if split is not None else [s for s in modalities().splits if release.splits.get(s)]
@@ -119,17 +158,30 @@ def to_hf(release: Release, config: str = "petct", *, split: str | None = None, 
         table = rows(release, config, name, organs)
         if streaming:
             result[name] = datasets.IterableDataset.from_generator(
-                _generate, features=features(config), gen_kwargs={"rows": table}, split=datasets.NamedSplit(name)
+                _generate, features=features(config), split=datasets.NamedSplit(name),
+                gen_kwargs={"release": release, "columns": nifti_columns(config), "rows": table},
             )
         else:
-            result[name] = datasets.Dataset.from_list(table, features=features(config), info=dataset_info(release, config), split=datasets.NamedSplit(name))
+            dataset = datasets.Dataset.from_list(table, features=features(config), info=dataset_info(release, config),
+                                                 split=datasets.NamedSplit(name))
+            dataset.set_transform(VerifiedNifti(release, config))
+            result[name] = dataset
     if split is not None:
         return result[split]
     return datasets.IterableDatasetDict(result) if streaming else datasets.DatasetDict(result)
 
 
-def _generate(rows: list[dict]):
-    yield from rows
+def _generate(release: Release, columns: tuple[str, ...], rows: list[dict]):
+    """Rows whose NIfTI values carry the file's verified bytes (the decoder then checks the gzip CRC)."""
+    root = str(release.root)
+    for row in rows:
+        row = dict(row)
+        for column in columns:
+            if row.get(column) is not None:
+                relative = os.path.relpath(row[column]["path"], root).replace(os.sep, "/")
+                _, data = read_bytes(release, *release.record_of(relative))
+                row[column] = {"path": row[column]["path"], "bytes": data}
+        yield row
 
 
 def load_dataset(

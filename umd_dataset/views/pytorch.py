@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from umd_dataset.errors import InvalidOptionError
-from umd_dataset.io.nifti import read_nifti
 from umd_dataset.release.format import ScanRecord
 from umd_dataset.release.index import Release
 from umd_dataset.release.resolve import resolve_release
 
-__all__ = ["ScanDataset", "PairedDataset", "SubjectSampler", "subjects_dataset", "monai_dicts", "load_scan"]
+__all__ = ["ScanDataset", "PairedDataset", "SubjectSampler", "TorchioReader", "subjects_dataset", "monai_dicts", "load_scan"]
 
 
 def _release(release: Release | str | os.PathLike) -> Release:
@@ -33,9 +33,12 @@ def _release(release: Release | str | os.PathLike) -> Release:
 
 
 def load_scan(release: Release, record: ScanRecord, image_dtype: torch.dtype = torch.float32) -> dict:
-    """One scan as tensors: image (1, X, Y, Z), label (1, X, Y, Z, uint8), affine (4, 4, float64), metadata."""
-    image, affine = read_nifti(release.image_path(record))
-    labels, _ = read_nifti(release.label_path(record))
+    """One scan as tensors: image (1, X, Y, Z), label (1, X, Y, Z, uint8), affine (4, 4, float64), metadata.
+
+    Both files are read verified (`Release.read`): bytes that differ from the manifest raise.
+    """
+    image, affine = release.read(record, "image")
+    labels, _ = release.read(record, "label")
     return {
         "image": torch.from_numpy(np.asarray(image, dtype=np.dtype(str(image_dtype).replace("torch.", "")))[None]),
         "label": torch.from_numpy(np.asarray(labels, dtype=np.uint8)[None]),
@@ -169,17 +172,19 @@ def subjects_dataset(
     transform=None,
 ):
     """A `torchio.SubjectsDataset`, one `tio.Subject` per scan, with ``image`` (`ScalarImage`) and
-    ``label`` (`LabelMap`) read lazily from their paths by torchio, and the scan's metadata.
+    ``label`` (`LabelMap`) read lazily, when torchio first needs the voxels, through the package's
+    verified reader (`Release.read`), and the scan's metadata.
 
     Works in a `tio.Queue` with its samplers (e.g. `tio.LabelSampler`).
     """
     import torchio as tio
 
     release = _release(release)
+    reader = TorchioReader(release)
     subjects = [
         tio.Subject(
-            image=tio.ScalarImage(release.image_path(r)),
-            label=tio.LabelMap(release.label_path(r)),
+            image=tio.ScalarImage(release.image_path(r), reader=reader),
+            label=tio.LabelMap(release.label_path(r), reader=reader),
             subject=r.subject, study=r.study, scan=r.scan, domain=r.domain, split=r.split,
             organs=list(r.organs),
         )
@@ -188,8 +193,28 @@ def subjects_dataset(
     return tio.SubjectsDataset(subjects, transform=transform)
 
 
+class TorchioReader:
+    """A torchio image reader that reads release files verified: ``reader(path) -> (tensor, affine)``.
+
+    Picklable (it holds the release index), so DataLoader workers can use it.
+    """
+
+    def __init__(self, release: Release) -> None:
+        self.release = release
+
+    def __call__(self, path) -> tuple[torch.Tensor, np.ndarray]:
+        relative = Path(path).resolve().relative_to(Path(self.release.root).resolve()).as_posix()
+        record, which = self.release.record_of(relative)
+        array, affine = self.release.read(record, which)
+        return torch.from_numpy(np.asarray(array)[None]), affine
+
+
 def monai_dicts(release: Release | str | os.PathLike, *, study=None, scan=None, split=None, organ=None) -> list[dict]:
-    """``[{"image": path, "label": path, "subject": ..., ...}]`` for MONAI's datasets and `LoadImaged`."""
+    """``[{"image": path, "label": path, "subject": ..., ...}]`` for MONAI's datasets and `LoadImaged`.
+
+    MONAI reads these paths with its own readers, which do not check the files against the
+    manifest: run ``umd verify`` on the release first, or use `ScanDataset` (verified reads).
+    """
     release = _release(release)
     return [
         {
