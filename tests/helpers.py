@@ -5,6 +5,7 @@ under test remains)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,3 +74,22 @@ def schema_v2(**changes) -> LabelSchema:
     )
     data.update(changes)
     return LabelSchema.from_dict(data)
+
+
+# Models that misbehave, importable by worker processes (process isolation pickles them by name).
+
+
+def hang(case):
+    """Writes its process id to $UMD_TEST_PID_FILE, then hangs."""
+    import time
+
+    with open(os.environ["UMD_TEST_PID_FILE"], "w") as handle:
+        handle.write(str(os.getpid()))
+    time.sleep(600)
+
+
+def exits(case):
+    """Calls sys.exit(3)."""
+    import sys
+
+    sys.exit(3)

@@ -14,13 +14,14 @@ Classes:
     EvalResult
 
 Errors:
-    UMDError, InvalidOptionError, UnknownNameError, UnknownLabelError, SchemaError, ConversionError,
-    InputNotFoundError, UnreadableFileError, ReleaseNotFoundError, IncompleteReleaseError, ReleaseFormatError,
-    ReleaseVersionError, UnsafePathError, CorruptFileError, ReleaseDataError, OutputExistsError,
-    JobMismatchError, VerificationError, StaleCacheError, LabelError, GridMismatchError, MaskValueError, LabelOverlapError, LossyLabelError,
-    EmptyOrganError, LabelInputError, DicomError, SeriesGeometryError, SUVError, SegmentationError,
-    IngestInputError, IngestError, ModelError, ModelOutputError, PredictionNotFoundError,
-    CheckpointError, PromptError, ResultsError
+    UMDError, InvalidOptionError, UnknownNameError, UnknownLabelError, SourceVersionError,
+    SchemaError, ConversionError, InputNotFoundError, UnreadableFileError, ReleaseNotFoundError,
+    IncompleteReleaseError, ReleaseFormatError, ReleaseVersionError, UnsafePathError,
+    CorruptFileError, ReleaseDataError, OutputExistsError, JobMismatchError, FolderBusyError,
+    VerificationError, StaleCacheError, LabelError, GridMismatchError, MaskValueError,
+    LabelOverlapError, LossyLabelError, EmptyOrganError, LabelInputError, DicomError,
+    SeriesGeometryError, SUVError, SegmentationError, IngestInputError, IngestError, ModelError,
+    ModelOutputError, PredictionNotFoundError, CheckpointError, PromptError, ResultsError
 
 Constants:
     __version__

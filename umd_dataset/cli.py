@@ -198,6 +198,7 @@ def evaluate(
     iterations: int = typer.Option(0, help="Corrective clicks after the first prediction."),
     seed: int = typer.Option(0, help="Prompt seed."),
     timeout_s: float = typer.Option(600.0, help="Seconds per model call."),
+    isolation: str = typer.Option("thread", help="thread (the model runs in this process) or process (a worker process, killed past --timeout-s)."),
     name: Optional[str] = typer.Option(None, help="Model name in the results."),
     reported: Optional[str] = typer.Option(None, help="Reported Dice per domain, e.g. ct=0.91,petct_pet=0.88."),
 ) -> None:
@@ -210,7 +211,7 @@ def evaluate(
         split=split, **({"domains": tuple(d.strip() for d in domains.split(","))} if domains else {}),
         organs=tuple(o.strip() for o in organs.split(",")) if organs else None,
         prompt=PromptConfig(kind=prompt, point=point, k=k, box_jitter_mm=box_jitter_mm, iterations=iterations, seed=seed),
-        timeout_s=timeout_s,
+        timeout_s=timeout_s, isolation=isolation,
     )
     scores = {k_.strip(): float(v) for k_, v in (item.split("=") for item in reported.split(","))} if reported else None
     result = run(_model(model, kind), release, out, config=config, name=name, reported=scores)
@@ -219,12 +220,18 @@ def evaluate(
         return
     typer.echo(_dice_table(result.table))
     typer.echo(f"results: {out / 'results.parquet'}, {out / 'results.csv'}; report: {out / 'report.html'}, {out / 'report.md'}")
+    damaged = result.table[result.table["status"] == "release_error"].drop_duplicates(["subject", "study", "scan"])
+    if len(damaged):
+        typer.echo(f"error: {len(damaged)} scans were not scored because their release files are damaged (first: "
+                   f"{damaged['failure'].iloc[0]}). Run `umd verify {release} --deep`.", err=True)
+        raise typer.Exit(1)
 
 
 def _dice_table(table) -> str:
+    from umd_dataset.evaluation.stats import scored_rows
     from umd_dataset.schema.studies import modalities
 
-    scored = table[table["edge_case"] != "absent"]
+    scored = scored_rows(table, first_round=False)
     means = scored.groupby("domain")["dice"].mean()
     return "mean Dice: " + "  ".join(f"{d.name}: {means[d.key]:.3f}" for d in modalities().domains if d.key in means)
 
@@ -287,7 +294,8 @@ def labels_sources() -> None:
     for key in list_sources():
         table = load_source(key)
         flag = "" if table.verified else "  (not verified against the source)"
-        typer.echo(f"{key:<38} {len(table.labels):>4} labels  {len(table.organs):>2}/{organs} organs  {table.title}{flag}")
+        versions = f"  [{table.tool} {table.versions[0]}-{table.versions[-1]}]" if table.versions else ""
+        typer.echo(f"{key:<38} {len(table.labels):>4} labels  {len(table.organs):>2}/{organs} organs  {table.title}{versions}{flag}")
 
 
 @labels_app.command("source")
@@ -334,7 +342,8 @@ def labels_resolve(names: list[str] = typer.Argument(..., help="Label names as t
 def labels_harmonize(
     input: Path = typer.Argument(..., help="A multi-label NIfTI, a folder of per-organ masks, or a DICOM SEG file."),
     out: Path = typer.Argument(..., help="Output label map (.nii.gz) with canonical organ ids."),
-    source: Optional[str] = typer.Option(None, help="Source table of the input's labels (see `umd labels sources`)."),
+    source: Optional[str] = typer.Option(None, help="Source table or family of the input's labels (see `umd labels sources`), or a model's nnU-Net dataset.json."),
+    source_version: Optional[str] = typer.Option(None, help="Version of the tool that wrote the labels, where its ids changed between versions (e.g. moosez 2.6.4)."),
     target: Optional[Path] = typer.Option(None, help="NIfTI scan whose grid the result must lie on."),
     overlap: str = typer.Option("error", help="Voxels claimed by two organs: error, smallest, largest, or a comma-separated priority list of organs."),
     drop: list[str] = typer.Option([], help="Source label to leave out on purpose (repeatable)."),
@@ -353,7 +362,7 @@ def labels_harmonize(
             raise typer.BadParameter(f"--alias takes NAME=ORGAN, got {item!r}")
         aliases[name] = organ
     options = HarmonizeOptions(overlap=policy, drop=tuple(drop), aliases=aliases, unknown=unknown)
-    result = harmonize(input, source, target=target, options=options)
+    result = harmonize(input, source, source_version=source_version, target=target, options=options)
     record = provenance or out.with_name(out.name.replace(".nii.gz", "").replace(".nii", "") + ".provenance.json")
     result.save(out, record)
     typer.echo(result.provenance.summary())
@@ -376,12 +385,37 @@ def labels_coverage(
 
 
 def main() -> None:
-    """Entry point of the `umd` console script: package errors print as one message, exit code 2."""
+    """Entry point of the `umd` console script. Package errors print as one message (exit 2); an
+    interruption (exit 130) and a full disk (exit 2) say that the same command resumes the job."""
+    import errno
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C
+        _interrupted()
+    except typer.TyperException as error:  # usage errors: the parser's own message
+        if hasattr(error, "show"):
+            error.show()
+        sys.exit(getattr(error, "exit_code", 2))
     except UMDError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" while writing {error.filename}" if error.filename else ""
+            typer.echo(
+                f"error: no space left on the device{where}. Free some space and run the same command again: it resumes "
+                "where it stopped (every finished study, scan or shard is kept, nothing half-written is used).",
+                err=True,
+            )
+            sys.exit(2)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted() -> None:
+    typer.echo("interrupted: run the same command again to resume (finished work is kept).", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

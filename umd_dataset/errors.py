@@ -7,7 +7,8 @@ working. Each condition a caller may want to handle has its own class::
     UMDError
     ├── InvalidOptionError (ValueError)        an option out of range or of the wrong kind
     │   └── UnknownNameError                   a name that is none of the allowed values
-    │       └── UnknownLabelError              a source label that maps to no organ nor known structure
+    │       ├── UnknownLabelError              a source label that maps to no organ nor known structure
+    │       └── SourceVersionError             a tool version whose label ids were never checked
     ├── SchemaError (ValueError)               malformed or inconsistent label schema / alias table data
     │   └── ConversionError                    no explicit conversion between two schema versions
     ├── InputNotFoundError (FileNotFoundError) an input file or folder that does not exist
@@ -21,6 +22,7 @@ working. Each condition a caller may want to handle has its own class::
     │   └── ReleaseDataError                   a scan or label map whose content is invalid (ids, grid, NaN)
     ├── OutputExistsError (FileExistsError)    refusing to write over a release, an export or a foreign folder
     ├── JobMismatchError                       a folder holds an interrupted job with other settings
+    ├── FolderBusyError                        another process is writing the folder
     ├── VerificationError                      `Release.verify` found problems
     ├── StaleCacheError                        a patch cache that does not match its release
     ├── LabelError (ValueError)                harmonization refused a label input
@@ -51,6 +53,7 @@ __all__ = [
     "InvalidOptionError",
     "UnknownNameError",
     "UnknownLabelError",
+    "SourceVersionError",
     "SchemaError",
     "ConversionError",
     "InputNotFoundError",
@@ -64,6 +67,7 @@ __all__ = [
     "ReleaseDataError",
     "OutputExistsError",
     "JobMismatchError",
+    "FolderBusyError",
     "VerificationError",
     "StaleCacheError",
     "LabelError",
@@ -102,6 +106,11 @@ class UnknownNameError(InvalidOptionError):
 
 class UnknownLabelError(UnknownNameError):
     """A source label (name or id) that maps to no organ of the schema and is not a known structure."""
+
+
+class SourceVersionError(UnknownNameError):
+    """An annotation source whose label ids depend on the tool version: none given, or one nobody
+    checked (the message lists the checked versions)."""
 
 
 class SchemaError(UMDError, ValueError):
@@ -162,6 +171,10 @@ class JobMismatchError(UMDError):
     def __init__(self, message: str, differences: tuple[str, ...] = ()) -> None:
         self.differences = differences
         super().__init__(message)
+
+
+class FolderBusyError(UMDError):
+    """Another process holds the folder (it is writing a release, a cache or an evaluation there)."""
 
 
 class VerificationError(UMDError):

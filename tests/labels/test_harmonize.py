@@ -100,7 +100,7 @@ def test_unknown_label_id_names_file_and_value(ct):
 
 def test_lossy_label_raises_unless_dropped(ct):
     labels, affine, _ = ct
-    table = load_source("moose_clin_ct_puma")
+    table = load_source("moose_clin_ct_puma", version="2.4.10")
     puma = np.zeros_like(labels)
     puma[labels == 1] = table.id_of("Liver")
     puma[(labels == 3) | (labels == 4)] = table.id_of("Kidneys")

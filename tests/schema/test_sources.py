@@ -10,15 +10,24 @@ from umd_dataset.schema.names import name_index, normalize
 from umd_dataset.schema.sources import list_sources, load_source
 
 EXPECTED_SOURCES = {
-    "totalsegmentator_total", "totalsegmentator_total_v1", "totalsegmentator_total_mr", "totalsegmentator_total_mr_v2_4",
-    "moose_clin_ct_organs", "moose_clin_ct_cardiac", "moose_clin_ct_digestive", "moose_clin_ct_lungs",
-    "moose_clin_ct_peripheral_bones", "moose_clin_ct_puma", "autopet_organ", "amos22", "btcv", "flare21", "flare22",
-    "abdomenatlas",
+    "totalsegmentator_total", "totalsegmentator_total_v1", "totalsegmentator_total_mr_v2_2_1", "totalsegmentator_total_mr_v2_5_0",
+    "moose_clin_ct_organs_v2_1_7", "moose_clin_ct_organs_v2_6_3", "moose_clin_ct_cardiac_v2_2_29", "moose_clin_ct_cardiac_v2_6_3",
+    "moose_clin_ct_digestive", "moose_clin_ct_lungs", "moose_clin_ct_peripheral_bones_v2_2_27",
+    "moose_clin_ct_peripheral_bones_v2_6_3", "moose_clin_ct_puma_v2_2_39", "moose_clin_ct_puma_v2_4_8", "moose_clin_ct_puma_v2_4_10",
+    "autopet_organ", "amos22", "btcv", "flare21", "flare22", "abdomenatlas",
+}
+EXPECTED_FAMILIES = {
+    "totalsegmentator_total": 1, "totalsegmentator_total_v1": 1, "totalsegmentator_total_mr": 2, "moose_clin_ct_organs": 2,
+    "moose_clin_ct_cardiac": 2, "moose_clin_ct_digestive": 1, "moose_clin_ct_lungs": 1, "moose_clin_ct_peripheral_bones": 2,
+    "moose_clin_ct_puma": 3,
 }
 
 
 def test_every_named_source_has_a_table():
+    from umd_dataset.schema.sources import families
+
     assert EXPECTED_SOURCES <= set(list_sources())
+    assert {f: len(keys) for f, keys in families().items()} == EXPECTED_FAMILIES
 
 
 @pytest.mark.parametrize("key", list_sources())
@@ -61,7 +70,12 @@ def test_laterality_is_never_swapped(key):
         ("totalsegmentator_total_v1", 104, "urinary_bladder"),
         ("totalsegmentator_total_v1", 44, "heart"),  # heart_myocardium: a part of the heart
         ("totalsegmentator_total_v1", 7, "aorta"),
-        ("totalsegmentator_total_mr", 50, "brain"),
+        ("totalsegmentator_total_mr_v2_5_0", 50, "brain"),
+        ("totalsegmentator_total_mr_v2_2_1", 56, "brain"),
+        ("moose_clin_ct_organs_v2_1_7", 4, None),  # gallbladder
+        ("moose_clin_ct_organs_v2_6_3", 5, None),  # gallbladder, renumbered in 2.6.3
+        ("moose_clin_ct_organs_v2_6_3", 3, "urinary_bladder"),
+        ("moose_clin_ct_organs_v2_6_3", 7, "kidney_right"),
         ("amos22", 8, "aorta"),  # spelled 'arota' by AMOS
         ("amos22", 9, None),  # 'postcava': the inferior vena cava, not the aorta
         ("flare22", 13, "kidney_left"),
@@ -79,7 +93,7 @@ def test_sources_state_what_they_cannot_provide():
     assert "heart" not in v1.labels.values()  # no single heart label in v1 ...
     assert set(v1.organs["heart"]) >= {"heart_myocardium", "heart_ventricle_left"}  # ... its parts form it
     assert "pulmonary_artery" not in v1.organs["heart"]
-    assert "Kidneys" in load_source("moose_clin_ct_puma").lossy
+    assert "Kidneys" in load_source("moose_clin_ct_puma", version="2.4.10").lossy
 
 
 def test_unknown_source_and_label():

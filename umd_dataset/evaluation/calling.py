@@ -24,6 +24,9 @@ from umd_dataset.evaluation.case import Case
 __all__ = ["ISOLATIONS", "ModelTimeout", "ModelCaller", "format_failure"]
 
 ISOLATIONS = ("thread", "process")
+#: Seconds a call may run past its limit before it is stopped from outside, so that an adapter that
+#: honours `Case.timeout_s` itself (a command model kills its process group) stops first.
+GRACE_S = 1.0
 
 
 class ModelTimeout(ModelError):
@@ -124,7 +127,7 @@ class ModelCaller:
 
         thread = threading.Thread(target=target, daemon=True, name="umd-model")
         thread.start()
-        thread.join(self.timeout_s)
+        thread.join(self.timeout_s + GRACE_S)
         if thread.is_alive():
             raise ModelTimeout(
                 f"timed out after {self.timeout_s:g} s (the call goes on in the background: use isolation='process' to stop it)"
@@ -158,7 +161,7 @@ class ModelCaller:
                 self._connection.send(("case", self._case))
                 self._sent = True
             self._connection.send(("call", prompt))
-            if not self._connection.poll(self.timeout_s):
+            if not self._connection.poll(self.timeout_s + GRACE_S):
                 self._stop()
                 raise ModelTimeout(f"timed out after {self.timeout_s:g} s (its worker process was killed)")
             status, value = self._connection.recv()

@@ -26,7 +26,9 @@ import numpy as np
 from umd_dataset._version import __version__
 from umd_dataset.errors import (
     InvalidOptionError,
+    ModelError,
     JobMismatchError,
+    OutputExistsError,
     ReleaseDataError,
     ResultsError,
     UMDError,
@@ -39,8 +41,8 @@ from umd_dataset.evaluation.case import Case, as_label_map, as_mask, model_kind
 from umd_dataset.evaluation.metrics import METRIC_DEFINITION, case_metrics, organ_metrics
 from umd_dataset.evaluation.prompts import PromptConfig, correction_click, make_prompt, prompt_rng
 from umd_dataset.io.files import atomic_path, read_json, write_json
-from umd_dataset.io.jobs import Progress, setting_differences
-from umd_dataset.release.format import MANIFEST
+from umd_dataset.io.jobs import Progress, lock_open_file, setting_differences
+from umd_dataset.release.format import DESCRIPTOR, MANIFEST
 from umd_dataset.release.resolve import resolve_release
 from umd_dataset.schema.organs import SCHEMA_VERSIONS, load_schema
 from umd_dataset.schema.studies import modalities
@@ -148,6 +150,13 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _fingerprint(array: np.ndarray) -> int:
+    """CRC-32 of an array's bytes (about 2 GB/s)."""
+    import zlib
+
+    return zlib.crc32(array.T if array.flags.f_contiguous and not array.flags.c_contiguous else np.ascontiguousarray(array))
+
+
 def _load_case(release, record) -> tuple[Case, np.ndarray]:
     """The case a model sees and the reference it is scored against (never handed to the model),
     both read verified and checked.
@@ -214,6 +223,7 @@ def _score_scan(caller: ModelCaller, model, kind: str, record, release, config: 
                                 workers=config.metric_workers)
         return _rows_for(record, organs, metrics, base)
     rows = []
+    fingerprint = _fingerprint(case.image)  # a promptable model sees one image for every organ: it must stay intact
     for organ in organs:
         truth = reference == organ.id
         if not truth.any():  # no prompt without an object: the organ is absent from this scan
@@ -227,6 +237,10 @@ def _score_scan(caller: ModelCaller, model, kind: str, record, release, config: 
             row_base = dict(base)
             try:
                 mask = as_mask(caller(prompt), case, organ.slug)
+                if caller.isolation == "thread" and _fingerprint(case.image) != fingerprint:
+                    case, _ = _load_case(release, record)  # the next organs see the image as the release holds it
+                    caller.set_case(case)
+                    raise ModelError("the model modified its input image in place (it had made it writeable): copy it first")
             except Exception as error:  # noqa: BLE001 - any failure of the model is recorded per case
                 mask = np.zeros(truth.shape, dtype=bool)
                 row_base.update(status="failed", failure=format_failure(error))
@@ -280,6 +294,8 @@ def evaluate(
 
     Raises:
         JobMismatchError: `out` holds a run with other settings (the message names them).
+        FolderBusyError: another process is evaluating the same shard into `out`.
+        OutputExistsError: `out` is the release folder itself.
 
     Example:
         >>> from umd_dataset.evaluation.baselines import NoisyOracle
@@ -290,6 +306,8 @@ def evaluate(
     kind = model_kind(model)
     name = name or getattr(model, "name", type(model).__name__)
     out = Path(out)
+    if (Path(release.root) / DESCRIPTOR).is_file() and out.resolve() == Path(release.root).resolve():
+        raise OutputExistsError(f"{out} is the release itself: give the evaluation a folder of its own (e.g. runs/{name}).")
     (out / RESULTS).mkdir(parents=True, exist_ok=True)
     run = {
         "model": name, "kind": kind, "release": {"name": release.info.name, "version": release.info.version,
@@ -311,6 +329,15 @@ def evaluate(
     organs = [release.schema.organ(o) for o in (config.organs or release.schema.slugs)]
     records = [r for r in release.select(split=config.split, domain=list(config.domains))][index::count]
     path = out / RESULTS / f"shard-{index:03d}-of-{count:03d}.jsonl"
+    with open(path, "ab") as handle:
+        lock_open_file(handle, "an evaluation of this shard")  # a second run of the same shard is refused at once
+        return _score(model, kind, release, out, config, name, progress, records, organs, path, handle, (index, count))
+
+
+def _score(model, kind, release, out: Path, config: EvalConfig, name: str, progress: bool, records, organs, path: Path,
+           handle, shard: tuple[int, int]) -> EvalResult:
+    """Score the scans of this shard not scored yet, appending one durable line per scan to `handle`."""
+    index, count = shard
     done = {(row[0]["subject"], row[0]["study"], row[0]["scan"]) for row in _read_lines(path) if row}
     todo = [r for r in records if (r.subject, r.study, r.scan) not in done]
     if path.is_file():  # drop a line cut by a kill before appending (truncating never touches the complete lines)
@@ -318,7 +345,7 @@ def evaluate(
         if data and not data.endswith(b"\n"):
             os.truncate(path, data.rfind(b"\n") + 1)
     bar = Progress(len(records), initial=len(records) - len(todo), desc=f"evaluate {name}", unit="scan", enabled=progress)
-    with bar, open(path, "ab") as handle, ModelCaller(model, isolation=config.isolation, timeout_s=config.timeout_s) as caller:
+    with bar, ModelCaller(model, isolation=config.isolation, timeout_s=config.timeout_s) as caller:
         for record in todo:
             rows = _score_scan(caller, model, kind, record, release, config, organs, name)
             # durable before the next model call: a model that kills the process loses no finished scan

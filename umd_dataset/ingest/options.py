@@ -119,12 +119,14 @@ class ScanInput:
 
 @dataclass(frozen=True)
 class SourceTableNames:
-    """Label ids and names of a shipped annotation source (`umd_dataset.load_source`)."""
+    """Label ids and names of a shipped annotation source (`umd_dataset.load_source`), with the
+    version of the tool that wrote them where the source's ids changed between versions."""
 
     key: str
+    version: str | None = None
 
     def __post_init__(self) -> None:
-        load_source(self.key)  # an unknown key raises here, with the closest keys
+        load_source(self.key, version=self.version)  # an unknown key or an unchecked version raises here
 
 
 @dataclass(frozen=True)

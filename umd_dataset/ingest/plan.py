@@ -150,11 +150,12 @@ def _short(uid: str) -> str:
 def plan_nifti(mapping_file: str | Path, options: IngestOptions, secret: str, keep_ids: bool = False) -> tuple[list[StudyJob], dict[str, str]]:
     """Study jobs from a CSV mapping file with the columns
 
-    ``subject, study, scan, image`` and optionally ``label, label_source, suv_factor``.
+    ``subject, study, scan, image`` and optionally ``label, label_source, label_source_version, suv_factor``.
 
     One row per scan (``ct``/``pet`` of a ``petct`` study, ``mri``/``pet`` of a ``petmri`` study).
     ``label`` is a multi-label NIfTI or a folder of masks lying on that scan; ``label_source`` is the
-    source table of its names/ids (``umd`` for the schema's own ids; empty for free-text mask names). One
+    source table of its names/ids (``umd`` for the schema's own ids; empty for free-text mask names),
+    ``label_source_version`` the version of the tool that wrote them, where its ids changed between versions. One
     scan per study carries the labels; the other scans get them carried in world coordinates.
     ``suv_factor`` converts a PET to SUV (leave empty if it is SUV already). Paths are relative to the
     mapping file. Subject ids are pseudonymized unless `keep_ids`.
@@ -189,7 +190,8 @@ def plan_nifti(mapping_file: str | Path, options: IngestOptions, secret: str, ke
             row = by_scan[labelled[0]]
             path = base / row["label"].strip()
             source = (row.get("label_source") or "").strip()
-            names = SchemaIds() if source == SCHEMA_IDS else SourceTableNames(source) if source else FreeText()
+            version = (row.get("label_source_version") or "").strip() or None
+            names = SchemaIds() if source == SCHEMA_IDS else SourceTableNames(source, version) if source else FreeText()
             labels = LabelInput("masks" if path.is_dir() else "label_map", (str(path),), names, drawn_on=labelled[0])
         scans = {
             scan: ScanInput(

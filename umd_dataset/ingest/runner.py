@@ -102,10 +102,10 @@ def _read_labels(labels: LabelInput, target: Geometry, options: IngestOptions) -
         return parts[0] if len(parts) == 1 else _merge_seg_instances(parts)
     names = labels.names
     if labels.format == "masks":
-        source = names.key if isinstance(names, SourceTableNames) else None
-        return harmonize_masks(labels.paths[0], source, target=target, options=settings)
+        source, version = (names.key, names.version) if isinstance(names, SourceTableNames) else (None, None)
+        return harmonize_masks(labels.paths[0], source, source_version=version, target=target, options=settings)
     if isinstance(names, SourceTableNames):  # the file's own names (TotalSegmentator --ml) are checked too
-        return harmonize(labels.paths[0], names.key, target=target, options=settings)
+        return harmonize(labels.paths[0], names.key, source_version=names.version, target=target, options=settings)
     given = {o.id: o.slug for o in load_schema()} if isinstance(names, SchemaIds) else names.as_dict()
     image = load_nifti(labels.paths[0])  # a label map's names are never free text (LabelInput refuses it)
     return harmonize_label_map(np.asanyarray(image.dataobj), image.affine, names=given, target=target, options=settings,
@@ -224,41 +224,41 @@ def run_jobs(
     from umd_dataset.ingest.pseudonym import assign_splits, write_mapping
 
     root = Path(root)
-    writer = ReleaseWriter(root, job=job_identity, schema=load_schema(), private=("key_fingerprint", "input"),
-                           fix="use another output folder to start over.")
-    done = writer.finished
-    todo = [job for job in jobs if (job.subject, job.study) not in done]
-    planned = {(j.subject, j.study) for j in jobs}
-    report.resumed = sorted(f"{s}/{st}" for s, st in done if (s, st) in planned)
-    with Progress(len(jobs), initial=len(jobs) - len(todo), desc="ingest", unit="study", enabled=progress) as bar:
+    with ReleaseWriter(root, job=job_identity, schema=load_schema(), private=("key_fingerprint", "input"),
+                       fix="use another output folder to start over.") as writer:
+        done = writer.finished
+        todo = [job for job in jobs if (job.subject, job.study) not in done]
+        planned = {(j.subject, j.study) for j in jobs}
+        report.resumed = sorted(f"{s}/{st}" for s, st in done if (s, st) in planned)
+        with Progress(len(jobs), initial=len(jobs) - len(todo), desc="ingest", unit="study", enabled=progress) as bar:
 
-        def finish(job: StudyJob, result) -> None:
-            key = f"{job.subject}/{job.study}"
-            if isinstance(result, BaseException):
-                report.failed[key] = f"{type(result).__name__}: {result}"
-                shutil.rmtree(root / "subjects" / job.subject / job.study, ignore_errors=True)  # files of no manifest row
-            else:
-                writer.record_study(result)
-                report.written.append(key)
-            bar.update()
+            def finish(job: StudyJob, result) -> None:
+                key = f"{job.subject}/{job.study}"
+                if isinstance(result, BaseException):
+                    report.failed[key] = f"{type(result).__name__}: {result}"
+                    shutil.rmtree(root / "subjects" / job.subject / job.study, ignore_errors=True)  # files of no manifest row
+                else:
+                    writer.record_study(result)
+                    report.written.append(key)
+                bar.update()
 
-        run_items(todo, partial(run_study, str(root), options=options, redact=report.redact), finish, workers=options.workers,
-                  catch=True)
-    if options.mapping_path:
-        write_mapping(options.mapping_path, identities)
-    if report.failed and not options.skip_failed:
-        raise IngestError(
-            f"{len(report.failed)} of {len(jobs)} studies failed; the release is not finalized (finished studies are kept: "
-            f"fix the input and run the same command again, or pass skip_failed to finish without them).\n{report}",
-            report,
-        )
-    written = {(s, st) for s, st in writer.finished}
-    expected = [(j.subject, j.study) for j in jobs if f"{j.subject}/{j.study}" not in report.failed]
-    subjects = sorted({s for s, _ in written})
-    given = _read_splits(options.splits_path, identities)
-    splits = assign_splits(subjects, secret, given=given)
-    writer.finalize(name=options.name, version=options.version, splits=splits, expected=expected,
-                    description="Ingested with umd_dataset.")
+            run_items(todo, partial(run_study, str(root), options=options, redact=report.redact), finish, workers=options.workers,
+                      catch=True)
+        if options.mapping_path:
+            write_mapping(options.mapping_path, identities)
+        if report.failed and not options.skip_failed:
+            raise IngestError(
+                f"{len(report.failed)} of {len(jobs)} studies failed; the release is not finalized (finished studies are kept: "
+                f"fix the input and run the same command again, or pass skip_failed to finish without them).\n{report}",
+                report,
+            )
+        written = {(s, st) for s, st in writer.finished}
+        expected = [(j.subject, j.study) for j in jobs if f"{j.subject}/{j.study}" not in report.failed]
+        subjects = sorted({s for s, _ in written})
+        given = _read_splits(options.splits_path, identities)
+        splits = assign_splits(subjects, secret, given=given)
+        writer.finalize(name=options.name, version=options.version, splits=splits, expected=expected,
+                        description="Ingested with umd_dataset.")
     release = open_release(root)
     release.verify().raise_if_failed()
     return release

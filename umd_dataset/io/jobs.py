@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from umd_dataset.errors import JobMismatchError
+from umd_dataset.errors import FolderBusyError, JobMismatchError
 from umd_dataset.io.files import read_json, write_json
 
-__all__ = ["JobFolder", "Progress", "track", "run_items", "setting_differences"]
+__all__ = ["FolderLock", "lock_open_file", "JobFolder", "Progress", "track", "run_items", "setting_differences"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,6 +60,65 @@ def setting_differences(previous: Mapping, current: Mapping, private: Iterable[s
         else:
             lines.append(f"{key}: {json.dumps(before.get(key, '<unset>'))} before, {json.dumps(now.get(key, '<unset>'))} now")
     return tuple(lines)
+
+
+class FolderLock:
+    """An exclusive lock on a folder (created if needed), held until `release`: a second process
+    that asks for it is refused at once with `FolderBusyError`, before it writes anything.
+
+    The lock is an advisory `flock` on the folder itself (no lock file is left behind); it ends
+    with the process that holds it, however that process ends. Where `fcntl` is missing
+    (Windows) there is no lock.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderBusyError(
+                f"{self.folder} is being written by another process ({what}); wait for it to finish, or stop it, "
+                "then run the command again."
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_open_file(handle, what: str) -> None:
+    """Lock an open file exclusively for as long as it stays open (see `FolderLock`).
+
+    Raises:
+        FolderBusyError: another process holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FolderBusyError(
+            f"{handle.name} is being written by another process ({what}); wait for it to finish, or stop it, then run the "
+            "command again."
+        ) from None
 
 
 class JobFolder:

@@ -56,9 +56,9 @@ from umd_dataset.errors import (
 from umd_dataset.io.files import read_json, write_json
 from umd_dataset.io.geometry import Geometry
 from umd_dataset.io.nifti import load_nifti, nifti_label_names, write_nifti
-from umd_dataset.schema.names import Resolution, name_index
+from umd_dataset.schema.names import Resolution, name_index, table_from_dataset_json
 from umd_dataset.schema.organs import SCHEMA_VERSIONS, LabelSchema, load_schema
-from umd_dataset.schema.sources import SourceTable, load_source
+from umd_dataset.schema.sources import SourceTable, families, load_source
 
 __all__ = [
     "HarmonizeOptions",
@@ -297,11 +297,49 @@ def _as_target(target) -> Geometry | None:
 # multi-label maps
 
 
+def _disagreements(table: SourceTable, names: Mapping[int, str]) -> tuple[list[int], list[int]]:
+    """Ids whose name in the file differs from the table's: (those touching an organ, those outside the schema)."""
+    touching, outside = [], []
+    organ_names = set(table.name_to_organ) | set(table.lossy)
+    for label_id, name in sorted(names.items()):
+        expected = table.labels.get(label_id)
+        if expected == name or table.is_background(label_id):
+            continue
+        (touching if (expected in organ_names or name in organ_names or expected is None) else outside).append(label_id)
+    return touching, outside
+
+
+def resolve_source(
+    source: str | os.PathLike | SourceTable | None,
+    version: str | None = None,
+    names: Mapping[int, str] | None = None,
+    schema: LabelSchema | None = None,
+) -> tuple[SourceTable | None, list[str]]:
+    """The table a `source` means, and notes on how it was chosen.
+
+    `source` is a `SourceTable`, a table key or family (with the tool's `version` where the
+    family's ids changed; a family without a version is matched against the `names` a file
+    carries, when they single out one table), or the path of an nnU-Net ``dataset.json``.
+    """
+    if source is None or isinstance(source, SourceTable):
+        return source, []
+    text = os.fspath(source)
+    if text.endswith(".json") and Path(text).is_file():
+        return table_from_dataset_json(text, schema.version if schema else None), [f"label table read from {Path(text).name}"]
+    keys = families().get(text, ())
+    if version is None and len(keys) > 1 and names:
+        fitting = [k for k in keys if not _disagreements(load_source(k), names)[0]]
+        if len(fitting) == 1:
+            return load_source(fitting[0]), [f"{text}: table {fitting[0]} chosen by the label names stored in the file"]
+    return load_source(text, version=version), []
+
+
 def harmonize_label_map(
     labels: np.ndarray,
     affine: np.ndarray,
     source: str | SourceTable | None = None,
     *,
+    source_version: str | None = None,
     names: Mapping[int, str] | None = None,
     target=None,
     schema: LabelSchema | None = None,
@@ -313,9 +351,14 @@ def harmonize_label_map(
     Args:
         labels: integer label map (values = source ids).
         affine: its voxel-to-world affine.
-        source: the source table key (e.g. ``"totalsegmentator_total"``). Needed unless `names` is given.
+        source: the source table key or family (e.g. ``"totalsegmentator_total"``), or the path of
+            an nnU-Net ``dataset.json`` (see `resolve_source`). Needed unless `names` is given.
+        source_version: the version of the tool that wrote the labels, for a family whose ids
+            changed between versions (``"2.6.4"`` for ``moose_clin_ct_organs``).
         names: source id -> label name, e.g. read from the file (`nifti_label_names`). With a
-            `source`, every name is checked against the source's table.
+            `source`, every name is checked against the source's table: a disagreement on an organ
+            raises; one on labels outside the schema only (TotalSegmentator 2.0-2.1 numbered the
+            ribs differently) is accepted and recorded.
         target: the grid the label map must lie on (a NIfTI path, `Geometry` or (shape, affine)).
         schema, options: the label schema (default: latest) and the declared behaviours.
         where: the file name, for messages.
@@ -328,7 +371,7 @@ def harmonize_label_map(
     """
     schema = schema or load_schema()
     options = options or HarmonizeOptions()
-    table = load_source(source) if isinstance(source, str) else source
+    table, notes = resolve_source(source, source_version, names, schema)
     if table is None and names is None:
         raise LabelInputError(
             f"{where}: a multi-label map needs its source (e.g. source='totalsegmentator_total'; see "
@@ -338,13 +381,21 @@ def harmonize_label_map(
     labels = _integer_labels(np.asanyarray(labels), where)
     provenance = Provenance(
         schema=schema.key, source=table.key if table else None, inputs=[where], policy=options.policy(),
-        unavailable=dict(table.unavailable) if table else {},
+        unavailable=dict(table.unavailable) if table else {}, notes=notes,
     )
     if table is not None and names is not None:
-        wrong = {i: (n, table.labels.get(i)) for i, n in names.items() if table.labels.get(i) != n}
-        if wrong:
-            shown = ", ".join(f"id {i} is {n!r} in the file but {t!r} in {table.key}" for i, (n, t) in sorted(wrong.items())[:5])
-            raise UnknownLabelError(f"{where}: the label names stored in the file disagree with source {table.key}: {shown}.")
+        touching, outside = _disagreements(table, names)
+        if touching:
+            shown = ", ".join(f"id {i} is {names[i]!r} in the file but {table.labels.get(i)!r} in {table.key}" for i in touching[:5])
+            raise UnknownLabelError(
+                f"{where}: the label names stored in the file disagree with source {table.key} on organs: {shown}. Is this "
+                f"the right source and tool version? ({table.tool} versions of this table: {', '.join(table.versions) or 'n/a'})"
+            )
+        if outside:
+            provenance.notes.append(
+                f"the file names {len(outside)} ids outside the schema differently from {table.key} (ids {outside[0]}-{outside[-1]}; "
+                "e.g. TotalSegmentator 2.0-2.1 numbered the ribs differently): every organ id agrees, accepted"
+            )
     named = dict(table.labels) if table is not None else {}
     named.update(names or {})
     # the meaning of every id the source defines, before reading any voxel (a table of <= 65536 entries)
@@ -517,6 +568,7 @@ def harmonize_masks(
     masks: str | os.PathLike | Mapping[str, str | os.PathLike | tuple[np.ndarray, np.ndarray]],
     source: str | SourceTable | None = None,
     *,
+    source_version: str | None = None,
     target=None,
     schema: LabelSchema | None = None,
     options: HarmonizeOptions | None = None,
@@ -537,13 +589,13 @@ def harmonize_masks(
     """
     schema = schema or load_schema()
     options = options or HarmonizeOptions()
-    table = load_source(source) if isinstance(source, str) else source
+    table, notes = resolve_source(source, source_version, None, schema)
     if isinstance(masks, (str, os.PathLike)):
         masks = _mask_files(Path(masks))
     expected = _as_target(target)
     provenance = Provenance(
         schema=schema.key, source=table.key if table else None, inputs=[], policy=options.policy(),
-        unavailable=dict(table.unavailable) if table else {},
+        unavailable=dict(table.unavailable) if table else {}, notes=notes,
     )
     members: list[tuple[LabelRecord, np.ndarray]] = []
     first_where = None
@@ -645,6 +697,7 @@ def harmonize(
     path: str | os.PathLike,
     source: str | SourceTable | None = None,
     *,
+    source_version: str | None = None,
     target=None,
     schema: LabelSchema | None = None,
     options: HarmonizeOptions | None = None,
@@ -664,7 +717,7 @@ def harmonize(
     if not path.exists():
         raise InputNotFoundError(f"{path} does not exist: give a label map (.nii.gz), a folder of masks or a DICOM SEG.")
     if path.is_dir():
-        return harmonize_masks(path, source, target=target, schema=schema, options=options)
+        return harmonize_masks(path, source, source_version=source_version, target=target, schema=schema, options=options)
     if _is_dicom(path):
         return harmonize_dicom_seg(path, target=target, schema=schema, options=options)
     try:
@@ -672,7 +725,7 @@ def harmonize(
     except Exception as error:  # nibabel raises several types for unreadable files
         raise LabelInputError(f"{path} is neither a folder of masks, a DICOM SEG nor a readable NIfTI file: {error}") from error
     return harmonize_label_map(
-        np.asanyarray(image.dataobj), image.affine, source, names=nifti_label_names(path), target=target,
+        np.asanyarray(image.dataobj), image.affine, source, source_version=source_version, names=nifti_label_names(path), target=target,
         schema=schema, options=options, where=str(path),
     )
 

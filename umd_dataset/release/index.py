@@ -383,9 +383,9 @@ def open_release(root: str | os.PathLike) -> Release:
     except (KeyError, TypeError, AttributeError) as error:
         raise ReleaseFormatError(f"{root / SPLITS}: expected {{'splits': {{split: [subjects]}}}}.") from error
     records = _read_manifest(root / MANIFEST)
+    _check_records(root / MANIFEST, records, schema)
     check_splits(splits, {r.subject for r in records}, where=str(root / SPLITS))
     split_of = {s: name for name, ids in splits.items() for s in ids}
-    _check_records(root / MANIFEST, records, schema)
     scans = tuple(replace(r, split=split_of[r.subject]) for r in records)
     counts = ReleaseCounts.of(scans)
     if counts != info.counts:

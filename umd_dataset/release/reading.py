@@ -23,7 +23,7 @@ from umd_dataset.errors import CorruptFileError, ReleaseNotFoundError, Unreadabl
 from umd_dataset.io.nifti import image_from_bytes
 from umd_dataset.release.format import ScanRecord
 
-__all__ = ["FILE_KINDS", "read_bytes", "read_volume", "load_image"]
+__all__ = ["FILE_KINDS", "read_bytes", "read_volume", "load_image", "LazyVolume", "lazy_image"]
 
 #: The two files of a scan.
 FILE_KINDS = ("image", "label")
@@ -110,3 +110,44 @@ def read_volume(release, record: ScanRecord, which: str = "image") -> tuple[np.n
     """(voxels with the stored dtype, 4x4 affine) of a scan's image or label map, verified (see `load_image`)."""
     image = load_image(release, record, which)
     return np.asanyarray(image.dataobj), image.affine
+
+
+class LazyVolume:
+    """The voxels of a scan's image or label map, read verified (`read_volume`) the first time they
+    are needed; shape and dtype come from the manifest until then. An array-like (``shape``,
+    ``dtype``, ``__array__``, indexing), so it can be the ``dataobj`` of a nibabel image (see
+    `lazy_image`); it is not a nibabel "proxy", whose dtype nibabel would read from a voxel.
+    """
+
+    def __init__(self, release, record: ScanRecord, which: str) -> None:
+        _expected(record, which)
+        self.release, self.record, self.which = release, record, which
+        self.shape = tuple(record.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(record.dtype if which == "image" else record.label_dtype)
+        self._array: np.ndarray | None = None
+
+    def _load(self) -> np.ndarray:
+        if self._array is None:
+            self._array = read_volume(self.release, self.record, self.which)[0]
+        return self._array
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._load()
+        return array if dtype is None else array.astype(dtype)
+
+    def __getitem__(self, index):
+        return self._load()[index]
+
+    def __getstate__(self) -> dict:  # sent to DataLoader workers without its voxels
+        return {**self.__dict__, "_array": None}
+
+
+def lazy_image(release, record: ScanRecord, which: str = "image"):
+    """A nibabel image of a scan's file whose affine, shape and dtype are the manifest's and whose
+    voxels are read verified when first used (``get_fdata()``, ``np.asanyarray(image.dataobj)``)."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(LazyVolume(release, record, which), record.affine_matrix)
+    image.set_data_dtype(np.dtype(record.dtype if which == "image" else record.label_dtype))
+    return image

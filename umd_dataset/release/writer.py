@@ -15,7 +15,7 @@ from umd_dataset._version import __version__
 from umd_dataset.errors import OutputExistsError, ReleaseFormatError
 from umd_dataset.io.files import atomic_path, sha256_file, write_json
 from umd_dataset.io.geometry import spacing_from_affine
-from umd_dataset.io.jobs import JobFolder
+from umd_dataset.io.jobs import FolderLock, JobFolder
 from umd_dataset.io.nifti import write_nifti
 from umd_dataset.release.format import (
     DESCRIPTOR,
@@ -120,15 +120,19 @@ class ReleaseWriter:
         private: job settings never shown in messages.
 
     Raises:
+        FolderBusyError: another process is writing `root`.
         OutputExistsError: `root` holds a complete release (without `overwrite`), or is a
             non-empty folder that is no release.
         JobMismatchError: `root` holds an interrupted job with other settings.
 
+    The writer holds an exclusive lock on `root` until `finalize` or `close` (use it in a ``with``
+    block), so a second writer of the same folder is refused at once.
+
     Example:
-        >>> writer = ReleaseWriter(root, job={"seed": 0}, schema=load_schema())  # doctest: +SKIP
-        >>> if ("S1", "petct") not in writer.finished:                           # doctest: +SKIP
-        ...     writer.record_study([write_scan(root, "S1", "petct", "ct", ...), ...])
-        >>> writer.finalize(name="UMD", version="1.0.0", splits={"train": ["S1"]})  # doctest: +SKIP
+        >>> with ReleaseWriter(root, job={"seed": 0}, schema=load_schema()) as writer:  # doctest: +SKIP
+        ...     if ("S1", "petct") not in writer.finished:
+        ...         writer.record_study([write_scan(root, "S1", "petct", "ct", ...), ...])
+        ...     writer.finalize(name="UMD", version="1.0.0", splits={"train": ["S1"]})
     """
 
     def __init__(
@@ -143,8 +147,13 @@ class ReleaseWriter:
     ) -> None:
         self.root = Path(root)
         self.schema = schema
-        self._prepare(overwrite, fix)
-        self.job = JobFolder(self.root / PARTIAL_DIR, job, what="job", fix=fix, private=private)
+        self.lock = FolderLock(self.root, "a release writer")  # before anything is read or written
+        try:
+            self._prepare(overwrite, fix)
+            self.job = JobFolder(self.root / PARTIAL_DIR, job, what="job", fix=fix, private=private)
+        except BaseException:
+            self.lock.release()
+            raise
 
     def _prepare(self, overwrite: bool, fix: str) -> None:
         root = self.root
@@ -165,6 +174,16 @@ class ReleaseWriter:
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
+
+    def close(self) -> None:
+        """Release the folder's lock (the job folder stays, for a later run to resume)."""
+        self.lock.release()
+
+    def __enter__(self) -> ReleaseWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def finished(self) -> dict[tuple[str, str], list[ScanRecord]]:
@@ -243,4 +262,5 @@ class ReleaseWriter:
         )
         write_json(self.root / DESCRIPTOR, info.to_dict(), tmp)
         self.job.remove()
+        self.lock.release()
         return self.root

@@ -11,16 +11,18 @@ structure *outside* the schema; anything else is unknown and raises with the clo
 from __future__ import annotations
 
 import difflib
+import json
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from umd_dataset.errors import SchemaError, UnknownLabelError
+from umd_dataset.errors import InputNotFoundError, SchemaError, UnknownLabelError
 from umd_dataset.schema.organs import LabelSchema, load_schema
-from umd_dataset.schema.sources import list_sources, load_source
+from umd_dataset.schema.sources import SourceTable, list_sources, load_source
 
-__all__ = ["normalize", "Resolution", "NameIndex", "name_index"]
+__all__ = ["normalize", "Resolution", "NameIndex", "name_index", "table_from_dataset_json"]
 
 _LEFT = {"left", "l", "lt", "lft", "sin", "sinister", "sinistra", "links"}
 _RIGHT = {"right", "r", "rt", "rgt", "dx", "dexter", "dextra", "rechts"}
@@ -149,7 +151,7 @@ def name_index(schema_version: int | None = None) -> NameIndex:
             if organ.laterality == "both":  # a paired organ kept as one label: each side is part of it
                 entries += [(f"left {phrase}", organ_meaning), (f"right {phrase}", organ_meaning)]
     for key in list_sources():
-        table = load_source(key, schema_version)
+        table = load_source(key, schema_version=schema_version)
         for label_id, name in table.labels.items():
             slug = table.name_to_organ.get(name)
             if slug is not None:
@@ -161,3 +163,41 @@ def name_index(schema_version: int | None = None) -> NameIndex:
             else:
                 entries.append((name, Resolution(name, "outside_schema", None, f"a label of {key}")))
     return NameIndex(schema, entries)
+
+
+def table_from_dataset_json(path, schema_version: int | None = None) -> SourceTable:
+    """The table of an nnU-Net ``dataset.json`` (``labels``: name -> id), its names resolved to organs as free text.
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        SchemaError: it is no valid dataset.json (no ``labels``).
+        UnknownLabelError: a label name that is no organ and no known structure (map it with aliases).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path} does not exist.")
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        labels = {int(v[0] if isinstance(v, list) else v): str(k) for k, v in data["labels"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise SchemaError(f"{path} is not an nnU-Net dataset.json with labels {{name: id}} ({type(error).__name__}: {error}).") from error
+    index, schema = name_index(schema_version), load_schema(schema_version)
+    organs: dict[str, list[str]] = {}
+    lossy: dict[str, str] = {}
+    for label_id, name in sorted(labels.items()):
+        if label_id == 0:
+            continue
+        meaning = index.resolve(name, where=str(path))
+        if meaning.kind == "organ":
+            organs.setdefault(meaning.organ, []).append(name)
+        elif meaning.kind == "lossy":
+            lossy[name] = meaning.reason
+    table = SourceTable(
+        key=f"dataset.json:{path.parent.name}", title=f"nnU-Net dataset {data.get('name', path.parent.name)}", version="from dataset.json",
+        reference=str(path), verified=True, note="label names read from the model's dataset.json and resolved as free text",
+        output="multilabel", labels=labels, organs={k: tuple(v) for k, v in organs.items()},
+        unavailable={o.slug: "not among the dataset's labels" for o in schema if o.slug not in organs},
+        lossy=lossy,
+    )
+    table.validate(schema)
+    return table

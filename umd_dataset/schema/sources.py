@@ -1,6 +1,15 @@
 """Alias tables of annotation sources: each source's own ids and names, and which of them form
 each organ of the schema. Pure data from ``schema/sources/*.json``; imports nothing heavy.
 
+Tools renumber their labels between releases (moosez 2.6.3 renumbered ``clin_ct_organs``;
+TotalSegmentator's ``total_mr`` went from 56 to 50 classes in 2.5.0), so a table records the exact
+tool versions whose released files it was checked against (`SourceTable.versions`). A *family*
+(``moose_clin_ct_organs``) groups the tables of one tool model; where its ids changed, choosing a
+table needs the version (``load_source("moose_clin_ct_organs", version="2.6.4")``), and a version
+nobody checked is refused with the list of checked ones. An nnU-Net ``dataset.json`` (how moosez
+3.x and every nnU-Net model ship their label names) reads into a table too
+(`umd_dataset.schema.names.table_from_dataset_json`).
+
 Example:
     >>> table = load_source("totalsegmentator_total")
     >>> table.organ_of(21)
@@ -19,10 +28,10 @@ from importlib import resources
 
 import numpy as np
 
-from umd_dataset.errors import SchemaError, UnknownLabelError, UnknownNameError, did_you_mean
+from umd_dataset.errors import SchemaError, SourceVersionError, UnknownLabelError, UnknownNameError, did_you_mean
 from umd_dataset.schema.organs import LabelSchema, load_schema
 
-__all__ = ["SourceTable", "load_source", "list_sources"]
+__all__ = ["SourceTable", "load_source", "list_sources", "families"]
 
 _BACKGROUND_NAMES = {"background", "bg", "clear label", "none"}
 
@@ -34,6 +43,11 @@ class SourceTable:
     Attributes:
         key: file name of the table, e.g. ``"totalsegmentator_total"``.
         title, version, reference, note: what the table is and where it was read from.
+        family, tool, model: the tool model the table belongs to (``moose_clin_ct_organs``,
+            ``moosez``, ``clin_ct_organs``); empty for datasets.
+        versions: the tool versions whose released files hold exactly this table.
+        compatible_versions, compatible_note: versions whose ids differ only for labels outside
+            the schema (TotalSegmentator 2.0-2.1 ``total``: the ribs), and how.
         verified: True if read from the source's own files.
         output: ``"multilabel"``, ``"per_class_files"`` or ``"both"``.
         labels: source id -> source name, complete (every class of the source).
@@ -54,6 +68,16 @@ class SourceTable:
     organs: Mapping[str, tuple[str, ...]]
     unavailable: Mapping[str, str]
     lossy: Mapping[str, str]
+    family: str = ""
+    tool: str = ""
+    model: str = ""
+    versions: tuple[str, ...] = ()
+    compatible_versions: tuple[str, ...] = ()
+    compatible_note: str = ""
+
+    def covers(self, version: str) -> bool:
+        """True if the table was checked against this tool version (exactly, or as compatible)."""
+        return version in self.versions or version in self.compatible_versions
 
     @property
     def name_to_organ(self) -> dict[str, str]:
@@ -136,6 +160,10 @@ class SourceTable:
             raise SchemaError(f"Source table {self.key}: " + "; ".join(problems))
 
 
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in version.replace("-", ".").split("."))
+
+
 @lru_cache(maxsize=None)
 def list_sources() -> tuple[str, ...]:
     """Keys of every source table that ships with the package."""
@@ -144,16 +172,20 @@ def list_sources() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def load_source(key: str, schema_version: int | None = None) -> SourceTable:
-    """Load and validate a source table.
+def families() -> dict[str, tuple[str, ...]]:
+    """Family -> the keys of its tables, oldest first (tables of tools; datasets have none)."""
+    grouped: dict[str, list[SourceTable]] = {}
+    for key in list_sources():
+        table = _read_table(key)
+        if table.family:
+            grouped.setdefault(table.family, []).append(table)
+    return {f: tuple(t.key for t in sorted(ts, key=lambda t: _version_key(t.versions[0]))) for f, ts in sorted(grouped.items())}
 
-    Raises:
-        UnknownNameError: no table has this key; the message lists the closest ones.
-    """
-    if key not in list_sources():
-        raise UnknownNameError(did_you_mean(key, list_sources(), "annotation source"))
+
+def _read_table(key: str) -> SourceTable:
     text = resources.files("umd_dataset.schema").joinpath("sources", f"{key}.json").read_text("utf-8")
     data = json.loads(text)
+    compatible = data.get("compatible_versions") or {}
     table = SourceTable(
         key=data["source"],
         title=data["title"],
@@ -166,8 +198,64 @@ def load_source(key: str, schema_version: int | None = None) -> SourceTable:
         organs={k: tuple(v) for k, v in data["organs"].items()},
         unavailable=dict(data.get("unavailable", {})),
         lossy=dict(data.get("lossy", {})),
+        family=data.get("family", ""),
+        tool=data.get("tool", ""),
+        model=data.get("model", ""),
+        versions=tuple(data.get("versions", ())),
+        compatible_versions=tuple(compatible.get("versions", ())),
+        compatible_note=compatible.get("note", ""),
     )
     if table.key != key:
         raise SchemaError(f"Source table file {key}.json declares source {table.key!r}")
+    return table
+
+
+def _checked_versions(keys) -> list[str]:
+    tables = [_read_table(k) for k in keys]
+    return sorted({v for t in tables for v in (*t.versions, *t.compatible_versions)}, key=_version_key)
+
+
+@lru_cache(maxsize=None)
+def load_source(key: str, *, version: str | None = None, schema_version: int | None = None) -> SourceTable:
+    """Load and validate a source table: by its own key, or by its family and the tool's version.
+
+    Args:
+        key: a table key (see `list_sources`) or a family (``"moose_clin_ct_organs"``, see `families`).
+        version: the version of the tool that wrote the labels (``"2.6.4"``). Needed for a family
+            whose ids changed between versions; checked against the table's versions otherwise.
+        schema_version: the label schema to validate against (default: the latest).
+
+    Raises:
+        UnknownNameError: no table or family has this key; the message lists the closest ones.
+        SourceVersionError: the family's ids changed between versions and none was given, or the
+            version was never checked (the message lists the checked ones).
+    """
+    groups = families()
+    if key in groups and key not in list_sources():
+        keys = groups[key]
+        if version is None:
+            if len(keys) > 1:
+                raise SourceVersionError(
+                    f"The label ids of {key} changed between versions of {_read_table(keys[0]).tool}: give the version that "
+                    f"wrote your labels (version=, CLI --source-version). Checked versions: {', '.join(_checked_versions(keys))}."
+                )
+            table = _read_table(keys[0])
+        else:
+            matching = [k for k in keys if _read_table(k).covers(version)]
+            if not matching:
+                raise SourceVersionError(
+                    f"{_read_table(keys[0]).tool} {version} was not checked for {key}: its label ids may differ from every "
+                    f"table here. Checked versions: {', '.join(_checked_versions(keys))}. Read the ids from that version's "
+                    "released files, or give the model's nnU-Net dataset.json."
+                )
+            table = _read_table(matching[0])
+    elif key in list_sources():
+        table = _read_table(key)
+        if version is not None and table.versions and not table.covers(version):
+            raise SourceVersionError(
+                f"{table.tool} {version} was not checked for {key} (checked: {', '.join(_checked_versions([key]))})."
+            )
+    else:
+        raise UnknownNameError(did_you_mean(key, sorted({*list_sources(), *groups}), "annotation source"))
     table.validate(load_schema(schema_version))
     return table

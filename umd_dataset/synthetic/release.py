@@ -160,33 +160,33 @@ def synthesize(
     """
     config = config or SynthConfig()
     job = {"generator": "umd_dataset.synthetic", **asdict(config)}
-    writer = ReleaseWriter(root, job=job, schema=load_schema(), overwrite=overwrite,
-                           fix="pass overwrite=True (umd synth: --overwrite) to start over.")
-    subjects = plan(config)
-    expected = [(s, study) for s in subjects for study in s.studies]
-    finished = writer.finished  # read once: it lists the job folder
-    todo = [(s, study) for s, study in expected if (s.id, study) not in finished]
-    with Progress(len(expected), initial=len(expected) - len(todo), desc=f"synth {config.name}", unit="study",
-                  enabled=progress) as bar:
+    with ReleaseWriter(root, job=job, schema=load_schema(), overwrite=overwrite,
+                       fix="pass overwrite=True (umd synth: --overwrite) to start over.") as writer:
+        subjects = plan(config)
+        expected = [(s, study) for s in subjects for study in s.studies]
+        finished = writer.finished  # read once: it lists the job folder
+        todo = [(s, study) for s, study in expected if (s.id, study) not in finished]
+        with Progress(len(expected), initial=len(expected) - len(todo), desc=f"synth {config.name}", unit="study",
+                      enabled=progress) as bar:
 
-        def done(item: tuple[SubjectPlan, str], records) -> None:
-            writer.record_study(records)
-            bar.update()
-            if on_study is not None:
-                on_study(item[0].id, item[1])
+            def done(item: tuple[SubjectPlan, str], records) -> None:
+                writer.record_study(records)
+                bar.update()
+                if on_study is not None:
+                    on_study(item[0].id, item[1])
 
-        run_items(todo, partial(_write_item, str(root), config), done, workers=workers)
-    splits: dict[str, list[str]] = {name: [] for name in modalities().splits}
-    for subject in subjects:
-        splits[subject.split].append(subject.id)
-    writer.finalize(
-        name=config.name,
-        version=config.version,
-        splits=splits,
-        expected=[(s.id, study) for s, study in expected],
-        license="CC-BY-4.0",
-        citation=CITATION,
-        description="Synthetic phantoms in the exact format of the UMD release (not real patients).",
-        synthetic=job,
-    )
+            run_items(todo, partial(_write_item, str(root), config), done, workers=workers)
+        splits: dict[str, list[str]] = {name: [] for name in modalities().splits}
+        for subject in subjects:
+            splits[subject.split].append(subject.id)
+        writer.finalize(
+            name=config.name,
+            version=config.version,
+            splits=splits,
+            expected=[(s.id, study) for s, study in expected],
+            license="CC-BY-4.0",
+            citation=CITATION,
+            description="Synthetic phantoms in the exact format of the UMD release (not real patients).",
+            synthetic=job,
+        )
     return open_release(root)

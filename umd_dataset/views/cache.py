@@ -21,7 +21,7 @@ import numpy as np
 
 from umd_dataset.errors import StaleCacheError, UMDError, check_choice
 from umd_dataset.io.files import read_json, write_json
-from umd_dataset.io.jobs import JobFolder, Progress, run_items
+from umd_dataset.io.jobs import FolderLock, JobFolder, Progress, run_items
 from umd_dataset.release.format import MANIFEST, PARTIAL_DIR, ScanRecord, safe_relative_path
 from umd_dataset.release.index import Release
 
@@ -111,11 +111,16 @@ def build_cache(
 
     Raises:
         UnknownNameError: an unknown codec (with the closest one).
+        FolderBusyError: another process is building the same cache.
     """
     check_choice(codec, CODECS, "cache codec")
     chunks = tuple(int(c) for c in chunks)
     out = Path(out) if out is not None else default_cache_dir(release)
-    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "a patch cache build"):
+        return _build(release, out, chunks, codec, workers, progress)
+
+
+def _build(release: Release, out: Path, chunks: tuple[int, int, int], codec: str, workers: int, progress: bool) -> PatchCache:
     settings = {"format": CACHE_FORMAT, "chunks": list(chunks), "codec": codec}
     state_path = out / CACHE_FILE
     state = read_json(state_path) if state_path.is_file() else {}

@@ -16,8 +16,9 @@ from umd_dataset.io.files import atomic_path
 from umd_dataset.io.jobs import track
 from umd_dataset.release.card import card_text
 from umd_dataset.release.index import Release
+from umd_dataset.release.reading import read_bytes
 from umd_dataset.schema.studies import modalities
-from umd_dataset.views.hf import CONFIGS, dataset_info, features, rows
+from umd_dataset.views.hf import CONFIGS, dataset_info, features, nifti_columns, rows
 
 __all__ = ["export_hf"]
 
@@ -53,9 +54,19 @@ def export_hf(
             datasets.enable_progress_bars()
 
 
+def _embedded(release: Release, row: dict, columns: tuple[str, ...]) -> dict:
+    """A row whose NIfTI values carry the file's verified bytes (path: the file name, as `datasets` embeds it)."""
+    row = dict(row)
+    for column in columns:
+        if row.get(column) is not None:
+            relative = os.path.relpath(row[column]["path"], release.root).replace(os.sep, "/")
+            _, data = read_bytes(release, *release.record_of(relative))
+            row[column] = {"bytes": data, "path": os.path.basename(relative)}
+    return row
+
+
 def _export(release: Release, out: Path, max_shard_bytes: int, min_shards: int, overwrite: bool, progress: bool) -> Path:
     import datasets
-    from datasets.table import embed_table_storage
 
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
@@ -67,14 +78,16 @@ def _export(release: Release, out: Path, max_shard_bytes: int, min_shards: int, 
         table = rows(release, config, split)
         if not table:
             continue
-        dataset = datasets.Dataset.from_list(table, features=features(config), info=dataset_info(release, config))
-        dataset = dataset.with_format("arrow").map(embed_table_storage, batched=True, desc=None).with_format(None)
-        size = sum(os.path.getsize(p["path"]) for row in table for p in row.values() if isinstance(p, dict) and p.get("path"))
-        count = min(len(dataset), max(min_shards, math.ceil(size / max_shard_bytes)))
-        for index in range(count):
+        columns = nifti_columns(config)
+        size = sum(os.path.getsize(row[c]["path"]) for row in table for c in columns if row.get(c))
+        count = min(len(table), max(min_shards, math.ceil(size / max_shard_bytes)))
+        bounds = [round(i * len(table) / count) for i in range(count + 1)]
+        for index in range(count):  # one shard in memory at a time, its bytes read verified
+            shard = [_embedded(release, row, columns) for row in table[bounds[index] : bounds[index + 1]]]
+            dataset = datasets.Dataset.from_list(shard, features=features(config), info=dataset_info(release, config))
             path = staging / "data" / config / f"{split}-{index:05d}-of-{count:05d}.parquet"
             with atomic_path(path) as tmp:
-                dataset.shard(count, index, contiguous=True).to_parquet(str(tmp))
+                dataset.to_parquet(str(tmp))
         written.setdefault(config, []).append(split)
     (staging / "README.md").write_text(_card(release, written), encoding="utf-8")
     if out.exists():

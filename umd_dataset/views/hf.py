@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 from umd_dataset.errors import ReleaseNotFoundError, ReleaseVersionError, check_choice
 from umd_dataset.release.index import Release
-from umd_dataset.release.reading import read_bytes
+from umd_dataset.release.reading import lazy_image, read_bytes
 from umd_dataset.release.resolve import resolve_release
 from umd_dataset.schema.studies import modalities
 
@@ -36,9 +36,13 @@ PAIRED = "paired"
 CONFIGS = (*modalities().studies, PAIRED)
 
 
-def features(config: str):
-    """The `datasets.Features` of a config."""
-    from datasets import Features, List, Nifti, Value
+def features(config: str, decode: bool = True):
+    """The `datasets.Features` of a config (`decode=False`: NIfTI columns left as ``{bytes, path}``)."""
+    from datasets import Features, List, Value
+    from datasets import Nifti as _Nifti
+
+    def Nifti():  # noqa: N802 - reads like the feature it makes
+        return _Nifti(decode=decode)
 
     _check_config(config)
     if config != PAIRED:
@@ -95,7 +99,7 @@ def rows(release: Release, config: str, split: str | None = None, organs: Iterab
     return result
 
 
-def dataset_info(release: Release, config: str):
+def dataset_info(release: Release, config: str, decode: bool = True):
     from datasets import DatasetInfo
 
     return DatasetInfo(
@@ -104,7 +108,7 @@ def dataset_info(release: Release, config: str):
         license=release.info.license,
         config_name=config,
         dataset_name=release.info.name,
-        features=features(config),
+        features=features(config, decode),
     )
 
 
@@ -116,8 +120,10 @@ def nifti_columns(config: str) -> tuple[str, ...]:
 
 
 class VerifiedNifti:
-    """The transform of the map-style view: every NIfTI value of a batch is replaced by the image
-    read through `Release.load`, which checks the file's bytes against the manifest (the stock
+    """The transform of the map-style view: every NIfTI value of a batch becomes a nibabel image
+    whose affine, shape and dtype are the manifest's and whose voxels are read through the verified
+    reader when first used (`umd_dataset.release.reading.lazy_image`), so reading a plain column
+    reads no file, and no voxel comes from bytes the manifest does not name (the stock
     `datasets.Nifti` decoding reads with nibabel, which never checks the gzip trailer).
 
     Picklable (it holds the release index), so DataLoader workers can use it.
@@ -132,7 +138,7 @@ class VerifiedNifti:
             return None
         path = value.get("path") if isinstance(value, dict) else value.get_filename()
         relative = os.path.relpath(path, self._root).replace(os.sep, "/")
-        return self.release.load(*self.release.record_of(relative))
+        return lazy_image(self.release, *self.release.record_of(relative))
 
     def __call__(self, batch: dict) -> dict:
         for column in self.columns:
@@ -162,8 +168,8 @@ def to_hf(release: Release, config: str = "petct", *, split: str | None = None, 
                 gen_kwargs={"release": release, "columns": nifti_columns(config), "rows": table},
             )
         else:
-            dataset = datasets.Dataset.from_list(table, features=features(config), info=dataset_info(release, config),
-                                                 split=datasets.NamedSplit(name))
+            dataset = datasets.Dataset.from_list(table, features=features(config, decode=False),
+                                                 info=dataset_info(release, config, decode=False), split=datasets.NamedSplit(name))
             dataset.set_transform(VerifiedNifti(release, config))
             result[name] = dataset
     if split is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from umd_dataset.errors import ModelError, PredictionNotFoundError, check_choice
+from umd_dataset.errors import InvalidOptionError, ModelError, PredictionNotFoundError, check_choice
 from umd_dataset.evaluation.case import MODEL_KINDS, Case
 from umd_dataset.io.nifti import load_nifti, write_nifti
 
@@ -113,21 +113,51 @@ class FolderModel:
 
 class CommandModel:
     """A program that reads a NIfTI scan and writes a NIfTI label map: ``command`` holds ``{input}``
-    and ``{output}`` placeholders, e.g. ``"mymodel --in {input} --out {output}"``. It gets
-    `timeout_s` seconds per scan."""
+    and ``{output}`` placeholders, e.g. ``"mymodel --in {input} --out {output}"``.
+
+    The placeholders are replaced by shell-quoted paths before the command is split into
+    arguments, so a path with spaces or shell characters stays one argument, also inside
+    ``sh -c "..."``. The program runs in its own process group; past its time limit (`timeout_s`,
+    else the evaluation's ``timeout_s``) the whole group is killed, children included.
+
+    Raises (when called):
+        ModelError: the program exited with an error, or ran past its time limit.
+    """
 
     kind = "automatic"
 
-    def __init__(self, command: str, timeout_s: float = 600.0, name: str | None = None) -> None:
+    def __init__(self, command: str, timeout_s: float | None = None, name: str | None = None) -> None:
+        if "{input}" not in command or "{output}" not in command:
+            raise InvalidOptionError(f"The command {command!r} must hold the placeholders {{input}} and {{output}}.")
         self.command, self.timeout_s, self.name = command, timeout_s, name or f"command:{shlex.split(command)[0]}"
 
+    def words(self, source: Path, target: Path) -> list[str]:
+        """The program's arguments for one scan."""
+        return shlex.split(self.command.replace("{input}", shlex.quote(str(source))).replace("{output}", shlex.quote(str(target))))
+
     def __call__(self, case: Case, prompt=None):
+        import signal
+
+        limits = [t for t in (self.timeout_s, case.timeout_s) if t is not None]
+        limit = min(limits) if limits else None
         with tempfile.TemporaryDirectory() as tmp:
             source, target = Path(tmp) / "image.nii.gz", Path(tmp) / "labels.nii.gz"
             write_nifti(source, case.image, case.affine)
-            words = [w.format(input=source, output=target) for w in shlex.split(self.command)]
-            result = subprocess.run(words, capture_output=True, text=True, timeout=self.timeout_s)
-            if result.returncode != 0:
-                raise ModelError(f"{words[0]} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
+            words = self.words(source, target)
+            process = subprocess.Popen(words, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            try:
+                _, stderr = process.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # the program and every child it started
+                process.communicate()
+                raise ModelError(f"{words[0]} ran past its time limit of {limit:g} s; its process group was killed") from None
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            if process.returncode != 0:
+                raise ModelError(f"{words[0]} exited with {process.returncode}: {stderr.strip()[-500:]}")
+            if not target.is_file():
+                raise ModelError(f"{words[0]} exited without writing its output {{output}} ({target.name})")
             image = load_nifti(target)
             return type(image)(np.asanyarray(image.dataobj).copy(), image.affine)
