@@ -407,14 +407,15 @@ def test_08_the_key_and_the_identifiers_are_never_written_or_printed(small_relea
     assert first.returncode == 2 and "missing slice" in first.stderr
     other = umd("ingest", str(tmp_path / "raw"), str(out), "--secret", "another key")
     assert other.returncode == 2 and "key_fingerprint: differs (value not shown)" in other.stderr
-    interrupted = [p for p in out.rglob("*") if p.is_file()]
+    interrupted = {f"interrupted {p}": p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file()}
+    assert any(".umd-partial" in where for where in interrupted)  # the job folder of the interrupted job is checked
     broken.write_bytes(saved)
     final = umd("ingest", str(tmp_path / "raw"), str(out), env={"UMD_PSEUDONYM_KEY": key})
     assert final.returncode == 0, final.stderr
     secrets = [key, patient.patient_id, "Zeta", "Quincy", patient.birth_date]
-    texts = {"terminal": first.stdout + first.stderr + other.stdout + other.stderr + final.stdout + final.stderr}
-    for path in interrupted + [p for p in out.rglob("*") if p.is_file()]:
-        if path.exists():
+    texts = {"terminal": first.stdout + first.stderr + other.stdout + other.stderr + final.stdout + final.stderr, **interrupted}
+    for path in out.rglob("*"):
+        if path.is_file():
             texts[str(path)] = path.read_bytes().decode("latin-1")
     leaks = [(where, s) for where, text in texts.items() for s in secrets if s.lower() in text.lower()]
     assert leaks == []
