@@ -37,7 +37,8 @@ working. Each condition a caller may want to handle has its own class::
     ├── ModelError                             a model or its adapter failed (recorded per case by `evaluate`)
     │   ├── ModelOutputError (ValueError)      what the model returned is not a valid prediction
     │   ├── PredictionNotFoundError (FileNotFoundError)
-    │   └── CheckpointError                    a file that is not a checkpoint of the expected kind
+    │   ├── CheckpointError                    a file that is not a checkpoint of the expected kind
+    │   └── ModelUnavailableError (ImportError) a model's package or weights are missing here
     ├── PromptError (ValueError)               a prompt that cannot be made or used
     └── ResultsError                           an evaluation folder without results to merge
 """
@@ -87,6 +88,7 @@ __all__ = [
     "ModelOutputError",
     "PredictionNotFoundError",
     "CheckpointError",
+    "ModelUnavailableError",
     "PromptError",
     "ResultsError",
 ]
@@ -260,6 +262,10 @@ class PredictionNotFoundError(ModelError, FileNotFoundError):
 
 class CheckpointError(ModelError):
     """A file that is not a checkpoint of the expected kind."""
+
+
+class ModelUnavailableError(ModelError, ImportError):
+    """A model's package or weights are not on this machine (the message says how to get them)."""
 
 
 class PromptError(UMDError, ValueError):

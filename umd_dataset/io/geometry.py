@@ -1,7 +1,15 @@
-"""Voxel grids in world space: `Geometry` (shape + RAS affine), voxel spacing, and the LPS <-> RAS flip.
+"""Voxel grids in world space: `Geometry` (shape + RAS affine), voxel spacing, the LPS <-> RAS flip,
+and moving arrays and points between grids through world coordinates.
 
 NIfTI world space is RAS+ (x toward the patient's right, y anterior, z superior); DICOM and ITK
 use LPS+ (x toward the left, y posterior). `LPS_TO_RAS` is the one copy of the matrix between them.
+
+Moving between grids (what model adapters do): `to_world` / `to_voxel` map points,
+`reorient` permutes and flips axes exactly (no interpolation) to axis codes such as ``RAS``,
+`resampled_grid` is the grid of the same field of view at another spacing, and `resample_onto`
+samples an array onto any other grid (nearest neighbour for labels and masks, linear for
+intensities and probabilities), working only in the block the array's support maps to, so that a
+small organ mask goes back onto a whole-body CT grid in milliseconds.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import numpy as np
 
 from umd_dataset.io.nifti import read_nifti_header
 
-__all__ = ["Geometry", "spacing_from_affine", "LPS_TO_RAS"]
+__all__ = ["Geometry", "spacing_from_affine", "LPS_TO_RAS", "to_world", "to_voxel", "reorient", "resampled_grid", "resample_onto", "shifted", "permuted", "zoomed"]
 
 #: RAS = LPS_TO_RAS @ LPS (its own inverse): x and y change sign.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -69,3 +77,113 @@ class Geometry:
         spacing = ", ".join(f"{v:.4g}" for v in self.spacing_mm)
         origin = ", ".join(f"{v:.4g}" for v in self.affine[:3, 3])
         return f"shape {self.shape}, spacing ({spacing}) mm, origin ({origin}) mm"
+
+
+def to_world(affine: np.ndarray, voxels) -> np.ndarray:
+    """World coordinates (mm) of voxel coordinates (..., 3), integer or fractional."""
+    voxels = np.asarray(voxels, dtype=np.float64)
+    affine = np.asarray(affine, dtype=np.float64)
+    return voxels @ affine[:3, :3].T + affine[:3, 3]
+
+
+def to_voxel(affine: np.ndarray, points_mm) -> np.ndarray:
+    """Fractional voxel coordinates (..., 3) of world points (mm) on the grid of `affine`."""
+    inverse = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    return np.asarray(points_mm, dtype=np.float64) @ inverse[:3, :3].T + inverse[:3, 3]
+
+
+def reorient(array: np.ndarray, affine: np.ndarray, axcodes: str = "RAS") -> tuple[np.ndarray, np.ndarray]:
+    """`array` with its first three axes permuted and flipped so that they run toward `axcodes`
+    (nibabel's closest-axis rule), and the affine of the result. Exact: voxels are moved, never
+    interpolated, and every voxel keeps its world position (an oblique affine stays oblique)."""
+    import nibabel.orientations as orientations
+
+    affine = np.asarray(affine, dtype=np.float64)
+    transform = orientations.ornt_transform(orientations.io_orientation(affine), orientations.axcodes2ornt(tuple(axcodes)))
+    moved = orientations.apply_orientation(array, transform)
+    return moved, affine @ orientations.inv_ornt_aff(transform, array.shape[:3])
+
+
+def resampled_grid(shape, affine: np.ndarray, spacing_mm) -> tuple[tuple[int, int, int], np.ndarray]:
+    """(shape, affine) of the grid with the same axis directions, first voxel centre and field of
+    view as (`shape`, `affine`), at `spacing_mm` (the number of voxels rounded to cover the extent)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    old = np.asarray(spacing_from_affine(affine))
+    new = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
+    extent = old * (np.asarray(shape[:3], dtype=np.float64) - 1)
+    new_shape = tuple(int(v) for v in np.maximum(np.rint(extent / new) + 1, 1))
+    new_affine = affine.copy()
+    new_affine[:3, :3] = affine[:3, :3] / old * new
+    return new_shape, new_affine
+
+
+def resample_onto(values: np.ndarray, source_affine: np.ndarray, target_shape, target_affine: np.ndarray, *, order: int = 0,
+                  fill: float = 0, support: bool = True) -> np.ndarray:
+    """`values` (on the grid of `source_affine`) sampled at every voxel centre of the target grid.
+
+    Args:
+        order: 0 nearest neighbour (labels, masks; the dtype is kept), 1 linear (intensities,
+            probabilities; float32).
+        fill: the value outside the source grid.
+        support: compute only the target block that the source's non-zero voxels map to (with
+            ``fill == 0``); the rest of the target is `fill`.
+    """
+    from scipy import ndimage
+
+    values = np.asarray(values)
+    target_shape = tuple(int(s) for s in target_shape[:3])
+    mapping = np.linalg.inv(np.asarray(source_affine, dtype=np.float64)) @ np.asarray(target_affine, dtype=np.float64)
+    dtype = values.dtype if order == 0 else np.float32
+    if values.dtype == bool:
+        values = values.view(np.uint8)
+    result = np.full(target_shape, fill, dtype=np.uint8 if dtype == bool else dtype)
+    low, high = np.zeros(3, dtype=int), np.asarray(target_shape)
+    if support and fill == 0:
+        where = np.nonzero(values)
+        if not where[0].size:
+            return result.astype(dtype, copy=False)
+        lo = np.asarray([w.min() for w in where], dtype=np.float64) - 1
+        hi = np.asarray([w.max() for w in where], dtype=np.float64) + 1
+        corners = np.array([[(lo, hi)[b][axis] for axis, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)])
+        inside = to_voxel(mapping, corners)  # source corners in target voxel coordinates
+        low = np.clip(np.floor(inside.min(axis=0)).astype(int), 0, high)
+        high = np.clip(np.ceil(inside.max(axis=0)).astype(int) + 1, 0, high)
+        if (high <= low).any():
+            return result.astype(dtype, copy=False)
+    block = tuple(int(h - l) for l, h in zip(low, high))
+    offset = mapping[:3, :3] @ low + mapping[:3, 3]
+    sampled = ndimage.affine_transform(values if order == 0 else values.astype(np.float32), mapping[:3, :3], offset=offset,
+                                       output_shape=block, order=order, mode="constant", cval=fill, prefilter=False)
+    result[low[0] : high[0], low[1] : high[1], low[2] : high[2]] = sampled
+    return result.astype(dtype, copy=False)
+
+
+def shifted(affine: np.ndarray, start) -> np.ndarray:
+    """The affine of a crop (or pad, with negative `start`) whose first voxel is voxel `start` of `affine`'s grid."""
+    result = np.asarray(affine, dtype=np.float64).copy()
+    result[:3, 3] = to_world(affine, np.asarray(start, dtype=np.float64))
+    return result
+
+
+def permuted(affine: np.ndarray, axes) -> np.ndarray:
+    """The affine of ``array.transpose(axes)`` (first three axes) when `affine` is the array's."""
+    result = np.asarray(affine, dtype=np.float64).copy()
+    result[:3, :3] = result[:3, list(axes)]
+    return result
+
+
+def zoomed(affine: np.ndarray, shape, new_shape, align_corners: bool = False) -> np.ndarray:
+    """The affine of an array resized from `shape` to `new_shape` over the same field of view:
+    ``align_corners=False`` as `torch.nn.functional.interpolate` by default (the outer voxel
+    edges stay in place), True keeps the first and last voxel centres."""
+    shape, new_shape = np.asarray(shape[:3], dtype=np.float64), np.asarray(new_shape[:3], dtype=np.float64)
+    if align_corners:
+        scale = np.where(new_shape > 1, (shape - 1) / np.maximum(new_shape - 1, 1), 1.0)
+        start = np.zeros(3)
+    else:
+        scale = shape / new_shape
+        start = (scale - 1) / 2
+    step = np.eye(4)
+    step[:3, :3] = np.diag(scale)
+    step[:3, 3] = start
+    return np.asarray(affine, dtype=np.float64) @ step
