@@ -116,13 +116,12 @@ def read_nifti_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndar
     return tuple(int(s) for s in image.shape), image.affine, str(image.get_data_dtype())
 
 
-
-
-def nifti_label_names(path: str | os.PathLike) -> dict[int, str] | None:
-    """Label names stored in a NIfTI header extension by TotalSegmentator ``--ml`` (CaretExtension XML)."""
+def nifti_label_names(path) -> dict[int, str] | None:
+    """Label names stored in a NIfTI header extension by TotalSegmentator ``--ml`` (CaretExtension
+    XML), of a file or of a nibabel image in memory (what TotalSegmentator's Python API returns)."""
     import nibabel as nib
 
-    image = nib.load(os.fspath(path))
+    image = path if hasattr(path, "header") else nib.load(os.fspath(path))
     for extension in image.header.extensions:
         content = extension.get_content()
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
