@@ -51,8 +51,35 @@ def test_every_readme_example_runs(tmp_path):
         elif lang == "python":
             result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
             assert result.returncode == 0, f"README Python block failed:\n{code}\n{result.stderr}"
-    assert (tmp_path / "umd-demo" / "umd-mini" / "release.json").is_file()
-    assert (tmp_path / "umd-demo" / "noisy-oracle" / "report.html").is_file()
+    demo = tmp_path / "umd-demo"
+    assert (demo / "umd-mini" / "release.json").is_file()
+    assert (demo / "noisy-oracle" / "report.html").is_file()
+    _check_the_demo_measures_its_gap(demo)
+
+
+def _check_the_demo_measures_its_gap(demo: Path) -> None:
+    """The demo's model is trained on CT of the training split only, and the report's CT vs PET of
+    PET/CT finding comes from that model's own scores on the test split."""
+    import json
+
+    import pandas as pd
+
+    from umd_dataset import open_release
+    from umd_dataset.evaluation.baselines.voxel import VoxelClassifier
+    from umd_dataset.evaluation.stats import paired
+
+    release = open_release(demo / "umd-mini")
+    model = VoxelClassifier.load(demo / "voxel-classifier-ct.pt")
+    train_ct = {f"{r.subject}/{r.study}/{r.scan}" for r in release.select(split="train", scan="ct")}
+    assert set(model.trained_on["scans"]) == train_ct and model.trained_on["scan"] == "ct"
+    run = json.loads((demo / "voxel-classifier-ct" / "config.json").read_text())
+    assert run["model"] == "voxel-classifier-ct" and "trained on the CT scans of the train split" in run["about"]
+    table = pd.read_parquet(demo / "voxel-classifier-ct" / "results.parquet")
+    assert set(table["split"]) == {"test"} and set(table["model"]) == {"voxel-classifier-ct"}
+    gap = paired(table)
+    gap = gap[(gap["pair"] == "ct vs petct_pet") & (gap["organ"] == "all organs")].iloc[0]
+    finding = (demo / "voxel-classifier-ct" / "report.md").read_text().split("## Scope")[0]
+    assert f"median paired difference {gap['median_difference']:+.3f}" in finding and gap["median_difference"] < 0
 
 
 def test_readme_error_example_is_true(small_release):

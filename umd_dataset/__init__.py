@@ -21,7 +21,8 @@ Errors:
     VerificationError, StaleCacheError, LabelError, GridMismatchError, MaskValueError,
     LabelOverlapError, LossyLabelError, EmptyOrganError, LabelInputError, DicomError,
     SeriesGeometryError, SUVError, SegmentationError, IngestInputError, IngestError, ModelError,
-    ModelOutputError, PredictionNotFoundError, CheckpointError, PromptError, ResultsError
+    ModelOutputError, PredictionNotFoundError, CheckpointError, ModelUnavailableError,
+    PromptError, ResultsError
 
 Constants:
     __version__

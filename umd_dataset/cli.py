@@ -158,18 +158,25 @@ def cache_build(
     typer.echo(f"patch cache at {cache.path}: {len(cache.state['scans'])} scans, {cache.state['codec']}, chunks {cache.state['chunks']}")
 
 
-def _model(spec: str, kind: str):
-    """A model from its CLI name: oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:"CMD {input} {output}",
-    or python:module:function (with --kind)."""
+def _model(spec: str, kind: str, device: str = "cpu", options: list[str] | None = None):
+    """A model from its CLI name: an adapter of the registry (``vista3d[:WEIGHTS]``, see `umd models`),
+    oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:"CMD {input} {output}", or
+    python:module:function (with --kind)."""
     from umd_dataset.evaluation import adapters, baselines
+    from umd_dataset.evaluation.adapters.base import adapter_specs, make_adapter
 
+    prefix, _, rest = spec.partition(":")
+    settings = _model_options(options or [])
+    if prefix in adapter_specs():
+        return make_adapter(prefix, rest or None, device=device, **settings)
+    if settings:
+        raise typer.BadParameter(f"--model-option is for the adapters of `umd models`, not for {prefix!r}")
     if spec == "oracle":
         return baselines.NoisyOracle()
     if spec == "region-growing":
         return baselines.RegionGrowing()
-    prefix, _, rest = spec.partition(":")
     if prefix == "unet":
-        return adapters.TorchModel.from_checkpoint(rest)
+        return adapters.TorchModel.from_checkpoint(rest, device=device)
     if prefix == "folder":
         return adapters.FolderModel(rest)
     if prefix == "command":
@@ -179,24 +186,67 @@ def _model(spec: str, kind: str):
 
         module, _, function = rest.rpartition(":")
         return adapters.FunctionModel(getattr(importlib.import_module(module), function), kind=kind, name=function)
-    raise typer.BadParameter(f"unknown model {spec!r}: use oracle, region-growing, unet:PATH, folder:PATH, command:CMD or python:module:function")
+    names = ", ".join(adapter_specs())
+    raise typer.BadParameter(
+        f"unknown model {spec!r}: use an adapter ({names}; `umd models` lists them), oracle, region-growing, unet:PATH, "
+        "folder:PATH, command:CMD or python:module:function"
+    )
+
+
+def _model_options(items: list[str]) -> dict:
+    """``--model-option NAME=VALUE`` pairs; values are JSON (true, 4, [1, 2]) or plain strings."""
+    settings = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise typer.BadParameter(f"--model-option {item!r}: write NAME=VALUE, e.g. --model-option trust_remote_code=true")
+        try:
+            settings[name.strip()] = json.loads(value)
+        except ValueError:
+            settings[name.strip()] = value
+    return settings
+
+
+@app.command()
+def models() -> None:
+    """List the model adapters: prompt kinds, install extra, weights, licence, and whether each can run here now."""
+    from umd_dataset.evaluation.adapters.base import adapter_specs, availability
+
+    for spec in adapter_specs().values():
+        state = availability(spec.key)
+        if state["ready"]:
+            now = "ready"
+        elif not state["installed"]:
+            now = f"not installed ({spec.install})"
+        else:
+            now = "installed; weights not found" + (f" (set {spec.weights_env})" if spec.weights_env else "")
+        typer.echo(f"{spec.key:<17} {spec.title}")
+        typer.echo(f"  kind: {spec.kind}; prompts: {', '.join(spec.prompts) or 'none'}; extra: {spec.extra}; now: {now}")
+        typer.echo(f"  weights: {spec.weights}" + (f" (--model {spec.key}:PATH or ${spec.weights_env})" if spec.weights_env else ""))
+        typer.echo(f"  licence: {spec.licence}")
+        if spec.paper:
+            typer.echo(f"  paper protocol: {spec.paper['prompt'] or 'no prompt'}" + (f", point rule {spec.paper['point']}" if spec.paper["point"] else "")
+                       + f" ({spec.paper['why']})")
 
 
 @app.command()
 def evaluate(
     release: str = typer.Argument(..., help="Release folder, 'umd' or 'umd-mini'."),
     out: Path = typer.Argument(..., help="Run folder (new, or an interrupted run to resume)."),
-    model: str = typer.Option(..., help="oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:'prog {input} {output}', python:module:function."),
+    model: str = typer.Option(..., help="An adapter (`umd models`: vista3d:WEIGHTS, sam-med3d:WEIGHTS, ...), oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:'prog {input} {output}', python:module:function."),
     kind: str = typer.Option("automatic", help="For python: models: automatic or promptable."),
-    split: str = typer.Option("test", help="Split to score."),
+    device: str = typer.Option("cpu", help="Where adapters and unet: models run: cpu, cuda, cuda:N."),
+    model_option: Optional[list[str]] = typer.Option(None, help="An adapter option NAME=VALUE (repeatable), e.g. trust_remote_code=true."),
+    protocol: Optional[str] = typer.Option(None, help="paper: the UMD paper's prompt for this adapter, every organ and domain, the test split, and its reported Dice."),
+    split: Optional[str] = typer.Option(None, help="Split to score (default test; 'all' for every split)."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated evaluation domains (default: all four)."),
     organs: Optional[str] = typer.Option(None, help="Comma-separated organs (default all)."),
-    prompt: str = typer.Option("point", help="Promptable models: point, points, box, class or text."),
-    point: str = typer.Option("center", help="Point rule: center (largest inscribed sphere), centroid or random."),
-    k: int = typer.Option(1, help="Points for --prompt points."),
-    box_jitter_mm: float = typer.Option(0.0, help="Box prompts: face jitter (mm)."),
-    iterations: int = typer.Option(0, help="Corrective clicks after the first prediction."),
-    seed: int = typer.Option(0, help="Prompt seed."),
+    prompt: Optional[str] = typer.Option(None, help="Promptable models: point (default), points, box, class or text."),
+    point: Optional[str] = typer.Option(None, help="Point rule: center (largest inscribed sphere; default), centroid or random."),
+    k: Optional[int] = typer.Option(None, help="Points for --prompt points (default 1)."),
+    box_jitter_mm: Optional[float] = typer.Option(None, help="Box prompts: face jitter (mm; default 0)."),
+    iterations: Optional[int] = typer.Option(None, help="Corrective clicks after the first prediction (default 0)."),
+    seed: Optional[int] = typer.Option(None, help="Prompt seed (default 0)."),
     timeout_s: float = typer.Option(600.0, help="Seconds per model call."),
     isolation: str = typer.Option("thread", help="thread (the model runs in this process) or process (a worker process, killed past --timeout-s)."),
     name: Optional[str] = typer.Option(None, help="Model name in the results."),
@@ -207,14 +257,20 @@ def evaluate(
     from umd_dataset.evaluation import evaluate as run
     from umd_dataset.evaluation.prompts import PromptConfig
 
+    what = {"--split": split, "--domains": domains, "--organs": organs, "--prompt": prompt, "--point": point, "--k": k,
+            "--box-jitter-mm": box_jitter_mm, "--iterations": iterations, "--seed": seed}
+    fixed = [flag for flag, value in what.items() if value is not None]
+    if protocol is not None and fixed:
+        raise typer.BadParameter(f"--protocol {protocol} fixes the split, domains, organs and prompt; leave out {', '.join(fixed)}")
+    prompt_settings = {"kind": prompt, "point": point, "k": k, "box_jitter_mm": box_jitter_mm, "iterations": iterations, "seed": seed}
     config = EvalConfig(
-        split=split, **({"domains": tuple(d.strip() for d in domains.split(","))} if domains else {}),
+        split=None if split == "all" else (split or "test"), **({"domains": tuple(d.strip() for d in domains.split(","))} if domains else {}),
         organs=tuple(o.strip() for o in organs.split(",")) if organs else None,
-        prompt=PromptConfig(kind=prompt, point=point, k=k, box_jitter_mm=box_jitter_mm, iterations=iterations, seed=seed),
+        prompt=PromptConfig(**{key: value for key, value in prompt_settings.items() if value is not None}),
         timeout_s=timeout_s, isolation=isolation,
     )
     scores = {k_.strip(): float(v) for k_, v in (item.split("=") for item in reported.split(","))} if reported else None
-    result = run(_model(model, kind), release, out, config=config, name=name, reported=scores)
+    result = run(_model(model, kind, device, model_option), release, out, config=config, name=name, reported=scores, protocol=protocol)
     if not result.complete:
         typer.echo(f"this shard is done ({result.scans_scored} scans scored); the last shard to finish merges the table")
         return
@@ -238,14 +294,16 @@ def _dice_table(table) -> str:
 
 @app.command()
 def demo(
-    out: Path = typer.Argument(Path("umd-demo"), help="Folder for UMD-mini and the two evaluation runs."),
+    out: Path = typer.Argument(Path("umd-demo"), help="Folder for UMD-mini, the trained model and the two evaluation runs."),
 ) -> None:
-    """The main job on the embedded default: generate UMD-mini, evaluate two baselines on all four
-    domains (a noisy oracle and one-point region growing), and write their reports. Neither baseline
-    is trained, so every split is scored: more subjects for the paired statistics."""
+    """The main job on the embedded default: generate UMD-mini, train a small model (a voxel
+    classifier) on the CT scans of its training split only, score it on all four domains of the
+    test split, and write its report: the CT-to-PET drop it shows is measured. A noisy oracle (the
+    reference, degraded alike on every scan) is scored too, as a check of the pipeline."""
     from umd_dataset.evaluation import EvalConfig
     from umd_dataset.evaluation import evaluate as run
-    from umd_dataset.evaluation.baselines import NoisyOracle, RegionGrowing
+    from umd_dataset.evaluation.baselines import NoisyOracle
+    from umd_dataset.evaluation.baselines.voxel import VoxelClassifier
     from umd_dataset.release.format import DESCRIPTOR
     from umd_dataset.release.index import open_release
     from umd_dataset.synthetic.release import SynthConfig, synthesize
@@ -253,10 +311,19 @@ def demo(
     root = out / "umd-mini"
     release = open_release(root) if (root / DESCRIPTOR).is_file() else synthesize(root, SynthConfig(), progress=True)
     typer.echo(str(release.summary()))
-    for model in (NoisyOracle(), RegionGrowing()):
-        result = run(model, release, out / model.name, config=EvalConfig(split=None))
-        typer.echo(f"\n{model.name} ({model.kind}): " + _dice_table(result.table))
-        typer.echo(f"  report: {out / model.name / 'report.html'}")
+    checkpoint = out / "voxel-classifier-ct.pt"
+    if checkpoint.is_file():
+        model = VoxelClassifier.load(checkpoint)
+        typer.echo(f"\nthe model trained on CT before: {checkpoint}")
+    else:
+        typer.echo("\ntraining a voxel classifier on the CT scans of the training split only")
+        model = VoxelClassifier.train(release, scan="ct", split="train", progress=True)
+        model.save(checkpoint)
+    runs = ((model, "trained on the CT of the training split only"), (NoisyOracle(), "a check of the pipeline, not a model"))
+    for each, what in runs:
+        result = run(each, release, out / each.name, config=EvalConfig(split="test"))
+        typer.echo(f"\n{each.name} ({what}): " + _dice_table(result.table))
+        typer.echo(f"  report: {out / each.name / 'report.html'}")
 
 
 labels_app = typer.Typer(

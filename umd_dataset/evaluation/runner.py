@@ -202,7 +202,7 @@ def _release_error_rows(record, organs, base: dict, error: Exception, tolerances
 def _score_scan(caller: ModelCaller, model, kind: str, record, release, config: EvalConfig, organs, model_name: str) -> list[dict]:
     """The rows of one scan: the model run on it (once, or once per organ and prompt round), scored."""
     base = {"model": model_name, "subject": record.subject, "study": record.study, "scan": record.scan, "domain": record.domain,
-            "split": record.split, "status": "ok", "failure": "", "seconds_model": 0.0}
+            "split": record.split, "status": "ok", "failure": "", "seconds_model": 0.0, "spacing_min_mm": float(min(record.spacing_mm))}
     try:
         case, reference = _load_case(release, record)
     except UMDError as error:  # a damaged release file: the release's fault, recorded as such
@@ -276,6 +276,7 @@ def evaluate(
     config: EvalConfig | None = None,
     name: str | None = None,
     reported: Mapping[str, float] | None = None,
+    protocol: str | None = None,
     progress: bool = True,
 ) -> EvalResult:
     """Score a model on a release, per organ and domain, and write the results table and report.
@@ -288,6 +289,10 @@ def evaluate(
         name: the model's name in the results (default: its ``name`` attribute).
         reported: the model's reported benchmark Dice, per domain key (e.g. ``{"ct": 0.91}``), to
             compare with its score here.
+        protocol: ``"paper"``: the UMD paper's protocol for a model of the adapter registry (its
+            prompt, every organ and domain, the test split) and the scores the paper reported for
+            it (see `umd_dataset.evaluation.protocol`); `config` gives only how the run is done
+            (time limit, isolation, workers, shards).
 
     Returns:
         `EvalResult`; its table is set once every shard is done.
@@ -305,6 +310,13 @@ def evaluate(
     release = resolve_release(release)
     kind = model_kind(model)
     name = name or getattr(model, "name", type(model).__name__)
+    protocol_note = None
+    if protocol is not None:
+        from umd_dataset.evaluation.protocol import protocol_config
+
+        key = getattr(model, "name", name).partition(":")[0]
+        config, paper_scores, protocol_note = protocol_config(protocol, key, config)
+        reported = {**paper_scores, **(reported or {})}
     out = Path(out)
     if (Path(release.root) / DESCRIPTOR).is_file() and out.resolve() == Path(release.root).resolve():
         raise OutputExistsError(f"{out} is the release itself: give the evaluation a folder of its own (e.g. runs/{name}).")
@@ -314,6 +326,10 @@ def evaluate(
         "manifest_sha256": release.info.files[MANIFEST], "label_schema": release.info.label_schema},
         "config": config.identity(), "metrics": METRIC_DEFINITION, "umd_dataset": __version__, "reported": dict(reported or {}),
     }
+    if protocol is not None:
+        run["protocol"] = {"name": protocol, "note": protocol_note}
+    if getattr(model, "about", None):
+        run["about"] = str(model.about)
     config_path = out / "config.json"
     if config_path.is_file():
         differences = setting_differences(read_json(config_path), run)
