@@ -47,7 +47,7 @@ def test_perfect_model_scores_one_and_report_is_complete(small_release, tmp_path
     for name in ("results.parquet", "results.csv", "report.md", "report.html", "config.json"):
         assert (tmp_path / "run" / name).is_file(), name
     html = (tmp_path / "run" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3  # self-contained: the three plots are embedded
+    assert html.count("data:image/png;base64,") == 5  # self-contained: the five plots are embedded (three paired, box plots, heat map)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["release"]["version"] == "1.0.0" and config["umd_dataset"] and config["metrics"]["name"] == "umd-metrics-v2"
     assert pd.read_parquet(tmp_path / "run" / "results.parquet").shape == table.shape

@@ -48,3 +48,24 @@ def test_plane_tags_and_slice_positions_give_back_the_affine():
     rebuilt = volume_affine(orientation[:3], orientation[3:], tags["PixelSpacing"], second - first, first)
     assert np.allclose(rebuilt, affine, atol=1e-5)
     assert tags["PixelSpacing"] == [1.2, 0.8] and tags["SliceThickness"] == 3.0  # (between rows, between columns)
+
+
+def test_nearest_neighbour_resampling_keeps_the_outer_half_voxel_of_a_mask():
+    """A mask that fills its whole grid covers that grid's outer voxel faces: a finer target grid over
+    the same field of view gets it everywhere (scipy's ``constant`` mode cut it at the outer voxel
+    centres, and a centre at -1e-15 from rounding lost a whole plane)."""
+    import numpy as np
+
+    from umd_dataset.io.geometry import resample_onto, to_world
+
+    source = np.ones((4, 4, 4), dtype=bool)
+    coarse = np.diag([3.0, 3.0, 3.0, 1.0])
+    fine = np.diag([1.0, 1.0, 1.0, 1.0])
+    fine[:3, 3] = to_world(coarse, [-0.5, -0.5, -0.5]) + 0.5  # the fine voxels tile the coarse grid's extent exactly
+    result = resample_onto(source, coarse, (12, 12, 12), fine)
+    assert result.all()
+    rotated = coarse.copy()
+    rotated[:3, 3] -= 1e-13  # rounding noise at the outer voxel centres
+    assert resample_onto(source, rotated, (12, 12, 12), fine).all()
+    outside = resample_onto(source, coarse, (14, 14, 14), fine @ np.array([[1, 0, 0, -1], [0, 1, 0, -1], [0, 0, 1, -1], [0, 0, 0, 1.0]]))
+    assert outside.sum() == 12**3 and not outside[0].any() and not outside[-1].any()  # beyond the faces: background

@@ -251,6 +251,9 @@ def write_report(out: str | Path, table, run: dict) -> tuple[Path, Path]:
     for metric in ("hd95_mm", "assd_mm"):
         if metric in table:
             frame = named(distance_summary(table, metric))
+            if frame.empty:
+                sections += [f"### {metric.removesuffix('_mm').upper()}", "No case was scored."]
+                continue
             driven = frame[frame["mean_driven_by_penalty"]]
             note = (f"The mean is driven by the missed-organ penalty in {len(driven)} organ-domain cell{'s' if len(driven) != 1 else ''}: "
                     + ", ".join(f"{r.organ} on {r.domain}" for r in driven.itertuples()) + ".") if len(driven) else "No mean is driven by the penalty."

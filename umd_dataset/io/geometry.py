@@ -122,7 +122,9 @@ def resample_onto(values: np.ndarray, source_affine: np.ndarray, target_shape, t
     """`values` (on the grid of `source_affine`) sampled at every voxel centre of the target grid.
 
     Args:
-        order: 0 nearest neighbour (labels, masks; the dtype is kept), 1 linear (intensities,
+        order: 0 nearest neighbour (labels, masks; the dtype is kept; a target voxel takes the
+            source voxel it falls in, up to the source's outer voxel faces, not only up to its
+            outer voxel centres as scipy's ``constant`` mode would), 1 linear (intensities,
             probabilities; float32).
         fill: the value outside the source grid.
         support: compute only the target block that the source's non-zero voxels map to (with
@@ -153,7 +155,7 @@ def resample_onto(values: np.ndarray, source_affine: np.ndarray, target_shape, t
     block = tuple(int(h - l) for l, h in zip(low, high))
     offset = mapping[:3, :3] @ low + mapping[:3, 3]
     sampled = ndimage.affine_transform(values if order == 0 else values.astype(np.float32), mapping[:3, :3], offset=offset,
-                                       output_shape=block, order=order, mode="constant", cval=fill, prefilter=False)
+                                       output_shape=block, order=order, mode="grid-constant" if order == 0 else "constant", cval=fill, prefilter=False)
     result[low[0] : high[0], low[1] : high[1], low[2] : high[2]] = sampled
     return result.astype(dtype, copy=False)
 

@@ -134,7 +134,7 @@ def test_reference_crop_is_the_published_one_and_only_it_needs_the_reference(sca
     case = with_reference(echo_case(scan))
     echo = EchoSAMMed3D()
     model = SAMMed3DModel("sam_med3d_turbo.pth", crop="reference", model=echo)
-    assert model.needs_reference is True and model.name == "sam-med3d-turbo-reference-crop"
+    assert model.needs_reference is True and model.name == "sam-med3d:sam_med3d_turbo:reference-crop"
     prompt = point_prompt(case)
     mask = model(case, prompt)
     assert_centred(mask, case, to_world(case.affine, prompt.points[0]), f"SAM-Med3D (reference crop) on {scan}")
@@ -325,14 +325,15 @@ def test_points_outside_the_crop_are_left_out_with_a_warning_or_refused():
         SAMMed3DModel(model=EchoSAMMed3D(), outside_crop="error")(case, prompt)
 
 
-def test_the_name_reports_the_weights_and_the_crop(monkeypatch):
+def test_the_name_reports_the_weights_and_the_crop_after_the_registry_key(monkeypatch):
     monkeypatch.delenv("UMD_SAM_MED3D_WEIGHTS", raising=False)
     assert SAMMed3DModel().name == "sam-med3d"
-    assert SAMMed3DModel("/w/sam_med3d_turbo.pth").name == "sam-med3d-turbo"
-    assert SAMMed3DModel("/w/sam_med3d.pth").name == "sam-med3d"
-    assert SAMMed3DModel("/w/My_Finetune.pt", crop="reference").name == "sam-med3d-my-finetune-reference-crop"
+    assert SAMMed3DModel("/w/sam_med3d_turbo.pth").name == "sam-med3d:sam_med3d_turbo"
+    assert SAMMed3DModel("/w/sam_med3d.pth").name == "sam-med3d:sam_med3d"
+    assert SAMMed3DModel("/w/My_Finetune.pt", crop="reference").name == "sam-med3d:My_Finetune:reference-crop"
     monkeypatch.setenv("UMD_SAM_MED3D_WEIGHTS", "/w/sam_med3d_turbo.pth")
-    assert SAMMed3DModel().name == "sam-med3d-turbo"
+    model = SAMMed3DModel()
+    assert model.name == "sam-med3d:sam_med3d_turbo" and model.name.partition(":")[0] == "sam-med3d"  # what --protocol reads
 
 
 def test_pickling_drops_what_was_built_and_keeps_the_options():
@@ -341,7 +342,7 @@ def test_pickling_drops_what_was_built_and_keeps_the_options():
     model._network = object()  # as if built from the weights
     copy = pickle.loads(pickle.dumps(model))
     assert copy._network is None and copy._running is None and copy._embedded is None
-    assert (copy.crop, copy.outside_crop, copy.needs_reference, copy.name) == ("reference", "error", True, "sam-med3d-turbo-reference-crop")
+    assert (copy.crop, copy.outside_crop, copy.needs_reference, copy.name) == ("reference", "error", True, "sam-med3d:sam_med3d_turbo:reference-crop")
     given = SAMMed3DModel(model=EchoSAMMed3D())
     given(case, point_prompt(case))
     again = pickle.loads(pickle.dumps(given))
@@ -473,7 +474,7 @@ def test_one_forward_pass_through_medim_s_random_weight_sam_med3d(tmp_path):
     del random
     case = echo_case("lps")
     model = SAMMed3DModel(path)
-    assert model.name == "sam-med3d-turbo"
+    assert model.name == "sam-med3d:sam_med3d_turbo"
     prompt = point_prompt(case)
     mask = model(case, prompt)
     assert mask.dtype == bool and mask.shape == case.image.shape

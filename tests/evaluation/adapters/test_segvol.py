@@ -187,7 +187,8 @@ class EchoSegVol:
     def __init__(self, radius: float = RADIUS) -> None:
         self.radius, self.calls = radius, []
 
-    def forward_test(self, image, zoomed_image=None, text_prompt=None, bbox_prompt_group=None, point_prompt_group=None, use_zoom=True):
+    def forward_test(self, image, zoomed_image=None, text_prompt=None, bbox_prompt_group=None, point_prompt_group=None,
+                     use_zoom=True):
         assert image.shape[0] == 1 and zoomed_image.shape[0] == 1, "batch size should be 1"
         assert not (text_prompt is None and bbox_prompt_group is None and point_prompt_group is None)
         assert not (bbox_prompt_group is not None and point_prompt_group is not None)
@@ -341,6 +342,9 @@ def test_names_and_text_options():
                           "urinary_bladder", "heart", "aorta", "lung", "brain"}
     SegVolModel(model=echo, use_zoom=False)(case, point_prompt(case))
     assert echo.calls[-1]["use_zoom"] is False
+    clicked = Prompt("text", "liver", 1, text="Liver").with_click(point_prompt(case).points[0], 1, 1)
+    SegVolModel(model=echo)(case, clicked)  # a corrective click after a text prompt: the text and the point
+    assert echo.calls[-1]["text"] == ["liver"] and echo.calls[-1]["labels"].tolist() == [1.0]
 
 
 def test_one_preprocessing_per_scan_and_seeded_calls(monkeypatch):
@@ -418,7 +422,8 @@ def test_wrong_model_outputs_raise_model_errors():
         SegVolModel(model=Wrong(lambda x: x * float("nan")))(case, point_prompt(case))
     with pytest.raises(ModelError, match="constant"):
         constant = np.zeros(case.image.shape, np.int16)
-        SegVolModel(model=EchoSegVol())(Case(constant, case.affine, case.spacing_mm, "s", "t", "ct", "ct", "CT", "HU"), point_prompt(case))
+        blank = Case(constant, case.affine, case.spacing_mm, "s", "t", "ct", "ct", "CT", "HU")
+        SegVolModel(model=EchoSegVol())(blank, point_prompt(case))
 
 
 def test_echo_catches_a_wrong_axis_order(monkeypatch):
@@ -432,3 +437,90 @@ def test_echo_catches_a_wrong_axis_order(monkeypatch):
     monkeypatch.setattr(segvol.ModelGrid, "point_from", reversed_order)
     with pytest.raises((AssertionError, PromptError)):
         SegVolModel(model=EchoSegVol())(case, point_prompt(case))
+
+
+REMOTE_CODE = '''
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class SegVolConfig(PretrainedConfig):
+    model_type = "segvol"
+
+    def __init__(self, test_mode=True, **kwargs):
+        self.spatial_size = [32, 256, 256]
+        self.test_mode = test_mode
+        super().__init__(**kwargs)
+
+
+class TextEncoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tokenizer = None
+        self.dim_align = torch.nn.Linear(2, 2)
+
+
+class SegVol(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.text_encoder = TextEncoder()
+
+
+class SegVolModel(PreTrainedModel):
+    config_class = SegVolConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = SegVol()
+        self.post_init()  # transformers 5 needs it (SegVol's own code, written for 4.18, has none)
+
+    def forward_test(self, image, zoomed_image=None, text_prompt=None, bbox_prompt_group=None, point_prompt_group=None,
+                     use_zoom=True):
+        assert self.config.test_mode is True and not self.training
+        self.tokens = self.model.text_encoder.tokenizer(["A computerized tomography of a {}.".format(t) for t in text_prompt])
+        return torch.full_like(image, 5.0).cpu()
+'''
+
+
+def test_loading_a_local_folder_with_its_remote_code(tmp_path, monkeypatch):
+    """The loading path through transformers (where it is installed): AutoTokenizer and AutoModel from the folder,
+    trust_remote_code, local files only, test_mode, the tokenizer handed to SegVol's text encoder."""
+    transformers = pytest.importorskip("transformers")
+    import importlib.util
+    import sys
+
+    from transformers import dynamic_module_utils
+
+    # transformers copies remote code into its modules cache: keep that copy in tmp_path
+    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [k for k in sys.modules if k.split(".")[0] == "transformers_modules"]:
+        monkeypatch.delitem(sys.modules, name)
+
+    folder = tmp_path / "SegVol"
+    folder.mkdir()
+    (folder / "model_segvol_single.py").write_text(REMOTE_CODE)
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "liver", "of", "."]
+    (folder / "vocab.txt").write_text("".join(f"{token}\n" for token in tokens))
+    transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    spec = importlib.util.spec_from_file_location("model_segvol_single", folder / "model_segvol_single.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.SegVolConfig()
+    config.auto_map = {"AutoConfig": "model_segvol_single.SegVolConfig", "AutoModel": "model_segvol_single.SegVolModel"}
+    module.SegVolModel(config).save_pretrained(folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("UMD_SEGVOL_WEIGHTS", str(folder))
+    case = echo_case("lps")
+    model = SegVolModel(trust_remote_code=True)
+    mask = model(case, Prompt("text", "liver", 1, text="Liver"))
+    loaded = model.model()
+    assert loaded.model.text_encoder.tokenizer is not None and loaded.tokens["input_ids"]
+    data = preprocess(case)
+    assert mask.sum() == np.prod(np.subtract(data.end, data.start))  # all foreground: the crop box, pasted back
+    assert pickle.loads(pickle.dumps(model))._model is None
+    # SegVol's own class never calls post_init, which transformers 5 needs: the message says which transformers to use
+    (folder / "model_segvol_single.py").write_text(REMOTE_CODE.replace("        self.post_init()", "        pass"))
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        with pytest.raises(ModelUnavailableError, match="transformers<5"):
+            SegVolModel(trust_remote_code=True)(case, Prompt("text", "liver", 1, text="Liver"))

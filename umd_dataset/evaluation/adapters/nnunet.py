@@ -24,7 +24,6 @@ predictor over a randomly initialised ``PlainConvUNet`` folder).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 

@@ -20,7 +20,8 @@ medim) and medim 0.1.2 (``medim/models/sam_med3d.py``):
   * ``crop="reference"``: the organ's reference mask, as the published script does (it crops around the ground
     truth). **Warning: this crop leaks the answer** (where the organ is, and its extent through the crop's padding),
     which a user never has; use it only to reproduce the published numbers. Only in this mode does the adapter declare
-    ``needs_reference = True``, so that `evaluate` hands it ``case.reference``, and its name says so.
+    ``needs_reference = True``, so that `evaluate` hands it ``case.reference``, and its name ends in
+    ``:reference-crop``.
 
   ``get_roi_from_subject`` also calls torchio's private ``CropOrPad._compute_center_crop_or_pad``, whose signature
   changed in torchio 1.2 (it raises ``TypeError`` there); its results are only stored in ``meta_info`` and never used,
@@ -52,8 +53,8 @@ itself (`read_checkpoint`: ``torch.load(weights_only=True)`` allowing the argpar
 ``train.py`` saves beside the weights, then ``["model_state_dict"]`` with ``strict=True``). medim's own loader
 (``medim/models/_pretrain.py``, ``load_pretrained_weights``) loads with ``strict=False``, so a partial or foreign file
 would load silently; here a mismatch is a `CheckpointError` naming the missing and unexpected keys. SAM-Med3D and
-SAM-Med3D-turbo differ only in the file: the adapter's `name` is derived from the file's name
-(``sam_med3d_turbo.pth`` -> ``sam-med3d-turbo``).
+SAM-Med3D-turbo differ only in the file: the adapter's `name` reports it (``sam_med3d_turbo.pth`` ->
+``sam-med3d:sam_med3d_turbo``; the registry key before the colon, as ``nnunet:<folder>``).
 
 The network sits behind `model`: any object with SAM-Med3D's ``image_encoder``, ``prompt_encoder`` and
 ``mask_decoder`` (tests pass a prompt echo).
@@ -117,14 +118,11 @@ class SAMMed3DInput:
 
 
 def _model_name(weights, crop: str) -> str:
-    """``sam-med3d-turbo`` for ``sam_med3d_turbo.pth``, ``sam-med3d`` for ``sam_med3d.pth``, ``sam-med3d-<stem>``
-    for other files; ``-reference-crop`` is appended in the published (leaking) crop mode."""
+    """``sam-med3d:<the weights file's stem>`` (``sam-med3d:sam_med3d_turbo``), as ``nnunet:<folder>``: the registry
+    key before the first colon; ``:reference-crop`` is appended in the published (leaking) crop mode."""
     given = weights if weights is not None else os.environ.get(adapter_spec(KEY).weights_env)
-    name = KEY
-    if given:
-        stem = re.sub(r"[^a-z0-9]+", "-", Path(str(given)).name.lower().removesuffix(".pth").removesuffix(".pt")).strip("-")
-        name = stem if stem.startswith(KEY) else f"{KEY}-{stem}" if stem else KEY
-    return f"{name}-reference-crop" if crop == "reference" else name
+    name = f"{KEY}:{Path(str(given)).stem}" if given else KEY
+    return f"{name}:reference-crop" if crop == "reference" else name
 
 
 def _safe_globals() -> list:
@@ -176,7 +174,8 @@ def read_checkpoint(path: str | os.PathLike, *, device: str = "cpu", trust: bool
         raise CheckpointError(
             f"{path} holds Python objects other than tensors and the argparse/numpy values SAM-Med3D's train.py saves "
             f"({refused.group(1)}), so torch.load(weights_only=True) does not read it. If you trust the file (the "
-            "official one comes from the Hugging Face repo blueyo0/SAM-Med3D), pass trust_checkpoint=True."
+            "official one comes from the Hugging Face repo blueyo0/SAM-Med3D), pass trust_checkpoint=True (on the command line "
+            "--model-option trust_checkpoint=true)."
         ) from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a PyTorch checkpoint that torch.load can read ({_first_line(error)})") from error

@@ -34,7 +34,7 @@ the GitHub repo BAAI-DCAI/SegVol at 5768c97 (``data_process/demo_data_process.py
   pass, then (``use_zoom=True``, the model card's setting) the zoom-in sliding window on the full-resolution crop. It
   returns logits (1, 1, D, H, W) on the cropped, swapped grid at the scan's own resolution; no AMP (SegVol uses none);
 - ``save_preds``: ``sigmoid > 0.5``, swap back, paste into the crop box of the scan's grid. Here the mask goes back
-  through world coordinates (`mask_onto_case`, nearest neighbour), which is the same paste: the crop's grid is a
+  through world coordinates (`ModelGrid.onto_case`, nearest neighbour), which is the same paste: the crop's grid is a
   permutation and a shift of the scan's.
 
 Choices where SegVol's code leaves one open:
@@ -44,6 +44,7 @@ Choices where SegVol's code leaves one open:
 - ``names="segvol"`` (default): the name of `NAMES` for the organ; ``"prompt"``: a text prompt's own text (e.g. a
   synonym drawn with ``text_synonyms``); point and box prompts carry no text and always use `NAMES`.
 - a box and points together (corrective clicks after a box) raise `PromptError`: ``forward_test`` refuses them.
+  Corrective clicks after a text prompt go in as points together with the text.
 - a positive point outside SegVol's foreground crop cannot reach the model: `PromptError`. A negative point there is
   left out (with a warning): everything outside the crop is background in SegVol's output anyway.
 - the zoom-in resamples point prompts at random (``select_points`` draws 5 points from the upsampled point map); with
@@ -67,11 +68,11 @@ import numpy as np
 from umd_dataset.errors import CheckpointError, InvalidOptionError, ModelError, ModelUnavailableError, PromptError, check_choice
 from umd_dataset.evaluation.adapters.base import ModelGrid, ScanMemo, adapter_spec, check_prompt, find_weights, require
 from umd_dataset.evaluation.case import Case
-from umd_dataset.io.geometry import permuted, resample_onto, shifted, to_voxel, to_world, zoomed
+from umd_dataset.io.geometry import permuted, shifted, to_voxel, to_world, zoomed
 
 __all__ = [
-    "NAMES", "SPATIAL_SIZE", "TEMPLATE", "SegVolInput", "SegVolModel", "foreground_norm", "mask_onto_case", "min_max", "preprocess",
-    "zoom_box",
+    "NAMES", "SPATIAL_SIZE", "TEMPLATE", "SegVolInput", "SegVolModel", "foreground_norm", "min_max",
+    "preprocess", "zoom_box",
 ]
 
 KEY = "segvol"
@@ -214,14 +215,16 @@ class SegVolModel:
             raise InvalidOptionError(f"model must have SegVol's forward_test method; {type(model).__name__} has none")
         if model is None and trust_remote_code is not True:
             raise ModelUnavailableError(
-                f"{adapter_spec(KEY).title}'s model is Python code inside its weights folder (the Hugging Face repo BAAI/SegVol), "
-                "which transformers runs when it loads the weights. Read that code, then opt in with trust_remote_code=True "
-                "(SegVolModel(weights, trust_remote_code=True), or make_adapter('segvol', PATH, trust_remote_code=True))."
+                f"{adapter_spec(KEY).title}'s model is Python code inside its weights folder (a copy of the Hugging Face "
+                "repo BAAI/SegVol), which transformers runs when it loads the weights. Read that code, then opt in with "
+                "trust_remote_code=True: SegVolModel(PATH, trust_remote_code=True), or "
+                "make_adapter('segvol', PATH, trust_remote_code=True)."
             )
         if seed is not None and not isinstance(seed, int):
             raise InvalidOptionError(f"seed must be an integer or None, got {seed!r}")
         self.weights, self.device, self.trust_remote_code = weights, device, trust_remote_code
-        self.with_text, self.names, self.use_zoom, self.seed = bool(with_text), check_choice(names, NAME_SOURCES, "name source"), bool(use_zoom), seed
+        self.with_text, self.use_zoom, self.seed = bool(with_text), bool(use_zoom), seed
+        self.names = check_choice(names, NAME_SOURCES, "name source")
         self._model, self._built, self._memo = model, False, ScanMemo()
 
     def __getstate__(self):  # a loaded model holds GPU memory: a process worker loads its own
@@ -240,7 +243,8 @@ class SegVolModel:
             folder = find_weights(KEY, self.weights, folder=True)
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-                model = transformers.AutoModel.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True, test_mode=True)
+                model = transformers.AutoModel.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True,
+                                                               test_mode=True)
             except ImportError as error:
                 raise ModelUnavailableError(
                     f"SegVol's model code in {folder} needs a package that is not installed here ({error}). "
@@ -248,6 +252,13 @@ class SegVolModel:
                 ) from error
             except (OSError, ValueError, KeyError) as error:
                 raise CheckpointError(f"{folder} is not a loadable copy of the Hugging Face repo BAAI/SegVol: {error}") from error
+            except AttributeError as error:
+                if "all_tied_weights_keys" not in str(error):
+                    raise
+                raise ModelUnavailableError(
+                    f"SegVol's model code in {folder} was written for transformers 4 (its model never calls post_init), and "
+                    f"transformers {transformers.__version__} cannot load it: install transformers<5 (SegVol pins 4.18.0)"
+                ) from error
             if not callable(getattr(model, "forward_test", None)) or not hasattr(getattr(model, "model", None), "text_encoder"):
                 raise CheckpointError(f"{folder} holds a {type(model).__name__}, not SegVol's SegVolModel (no forward_test)")
             model.model.text_encoder.tokenizer = tokenizer  # the model card's step: its TextEncoder has no tokenizer
@@ -282,10 +293,12 @@ class SegVolModel:
             coords.append(where)
             labels.append(float(label))
         if outside:
-            warnings.warn(f"SegVol: negative points {outside} of {prompt.organ} lie outside its crop (all background there): left out",
-                          stacklevel=3)
-        if not any(labels):
+            warnings.warn(f"SegVol: negative points {outside} of {prompt.organ} lie outside its crop (all background "
+                          "there): left out", stacklevel=3)
+        if prompt.kind != "text" and not any(labels):
             raise PromptError(f"a {prompt.kind} prompt for {prompt.organ} without a positive point")
+        if not coords:
+            return None
         coords = np.asarray(coords, dtype=np.float32)  # what the model receives; the map marks the voxels of these values
         binary = torch.zeros(data.zoom.shape, dtype=torch.int16)  # build_binary_points: 1 at the positive points
         for where, label in zip(coords, labels):
@@ -308,14 +321,15 @@ class SegVolModel:
     def __call__(self, case: Case, prompt) -> np.ndarray:
         check_prompt(KEY, prompt)
         if prompt.kind == "box" and prompt.points:
-            raise PromptError("SegVol cannot take a box and points together (its forward_test refuses them): no corrective clicks after a box")
+            raise PromptError("SegVol cannot take a box and points together (its forward_test refuses them): "
+                              "no corrective clicks after a box")
         data = self._memo.get(case, preprocess)
         model = self.model()
         torch = require(KEY, "torch")
         device = torch.device(self.device)
         text = self._text(prompt)
         boxes = self._box(case, data, prompt, torch, device) if prompt.kind == "box" else None
-        points = self._points(case, data, prompt, torch, device) if prompt.kind in ("point", "points") else None
+        points = self._points(case, data, prompt, torch, device) if prompt.kind != "box" and prompt.points else None
         image = torch.from_numpy(data.image)[None, None].to(device)
         zoom_out = torch.from_numpy(data.zoom_out)[None, None].to(device)
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
@@ -325,21 +339,10 @@ class SegVolModel:
                                         point_prompt_group=points, use_zoom=self.use_zoom)
         if not hasattr(logits, "detach") or tuple(logits.shape) != (1, 1, *data.image.shape):
             shape = tuple(logits.shape) if hasattr(logits, "shape") else type(logits).__name__
-            raise ModelError(f"SegVol's forward_test returned {shape}; expected logits of shape {(1, 1, *data.image.shape)} (its input image)")
+            expected = (1, 1, *data.image.shape)
+            raise ModelError(f"SegVol's forward_test returned {shape}; expected logits of shape {expected} (its input image)")
         logits = logits.detach().float().cpu()
-        if not torch.isfinite(logits).all():
-            raise ModelError("SegVol's forward_test returned NaN or infinite logits")
+        if torch.isnan(logits).any():
+            raise ModelError("SegVol's forward_test returned NaN logits")
         mask = (torch.sigmoid(logits) > 0.5)[0, 0].numpy()  # save_preds: sigmoid > 0.5
-        return mask_onto_case(mask, data.crop, case)
-
-
-def mask_onto_case(mask: np.ndarray, grid: ModelGrid, case: Case) -> np.ndarray:
-    """A bool mask on `grid` sampled onto the case's grid (nearest neighbour, through world coordinates).
-
-    The mask is first padded with one background voxel on every side: scipy's order-0 ``constant`` mode (under
-    `resample_onto`) gives the fill value to every target voxel outside the source's outermost voxel *centres*, which
-    drops the outer half voxel of the mask, and whole outer planes when rounding puts a centre at -1e-15."""
-    if tuple(mask.shape) != grid.shape:
-        raise ModelError(f"the model returned a mask of shape {mask.shape} for an input grid of shape {grid.shape}")
-    padded = np.pad(np.asarray(mask, dtype=bool), 1)
-    return resample_onto(padded, shifted(grid.affine, (-1, -1, -1)), case.image.shape, case.affine, order=0).astype(bool)
+        return data.crop.onto_case(np.asarray(mask, dtype=bool), case).astype(bool)

@@ -107,7 +107,8 @@ def load_checkpoint(network, path, device="cpu") -> None:
     load_dict, anything else the state dict itself; strict.
 
     Raises:
-        CheckpointError: the file is no checkpoint torch can read so, or its state dict is not the network's.
+        CheckpointError: torch.load cannot read the file with weights_only=True, or what it holds is not
+            the network's state dict (keys missing or unexpected, shapes that differ).
     """
     import torch
 
@@ -261,6 +262,18 @@ class VISTA3DModel:
     # -- prompts ---------------------------------------------------------------------------------
 
     def __call__(self, case: Case, prompt) -> np.ndarray:
+        """The organ's mask on the case's grid.
+
+        Returns:
+            A bool array of the scan's shape.
+
+        Raises:
+            PromptError: a box or text prompt, an organ VISTA3D has no class for, point labels other
+                than 0/1, a point outside VISTA3D's input, or points with the lung's class.
+            ModelUnavailableError: monai (or scikit-image, for points) is missing, or the weights are.
+            CheckpointError: the weights are not vista3d132's.
+            ModelError: the network returned logits of the wrong shape or NaN, or the scan has no voxel above 0.
+        """
         check_prompt(KEY, prompt)
         if prompt.organ not in CLASS_IDS:
             raise PromptError(f"VISTA3D has no class for the organ {prompt.organ!r}; it knows {', '.join(CLASS_IDS)}")
@@ -397,15 +410,12 @@ def _box(mask):
     """(first, last + 1) voxel of a 3D bool tensor's support, or (None, None)."""
     import torch
 
-    if not bool(mask.any()):
+    planes = mask.any(dim=2)  # two passes over the volume, not three
+    profiles = (planes.any(dim=1), planes.any(dim=0), mask.any(dim=0).any(dim=0))
+    if not bool(profiles[0].any()):
         return None, None
-    low, high = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        where = torch.nonzero(mask.any(dim=other)).flatten()
-        low.append(int(where[0]))
-        high.append(int(where[-1]) + 1)
-    return np.asarray(low), np.asarray(high)
+    where = [torch.nonzero(p).flatten() for p in profiles]
+    return np.asarray([int(w[0]) for w in where]), np.asarray([int(w[-1]) + 1 for w in where])
 
 
 def _compact(mask) -> tuple[np.ndarray, np.ndarray]:
