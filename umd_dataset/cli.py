@@ -465,7 +465,7 @@ def main() -> None:
             error.show()
         sys.exit(getattr(error, "exit_code", 2))
     except UMDError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {error.for_cli()}", err=True)
         sys.exit(2)
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):

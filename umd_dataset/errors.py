@@ -46,9 +46,10 @@ working. Each condition a caller may want to handle has its own class::
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
-#: The exception classes (the helpers `did_you_mean` and `check_choice` are imported by name).
+#: The exception classes (the helpers `did_you_mean`, `check_choice` and `spell` are imported by name).
 __all__ = [
     "UMDError",
     "InvalidOptionError",
@@ -94,8 +95,29 @@ __all__ = [
 ]
 
 
+_SPELLING = re.compile("\x00(.*?)\x01(.*?)\x00", re.S)
+
+
+def spell(python: str, cli: str) -> str:
+    """An option as a message names it: `python` (an argument, ``overwrite=True``) when the Python API
+    raised, `cli` (a flag, ``--overwrite``) when the command line shows it. Messages embed the
+    result; ``str(error)`` gives the Python wording and `UMDError.for_cli` the flags."""
+    return f"\x00{python}\x01{cli}\x00"
+
+
+def _spelled(text: str, cli: bool) -> str:
+    return _SPELLING.sub(lambda m: m.group(2 if cli else 1), text)
+
+
 class UMDError(Exception):
-    """Base class of every error raised by umd_dataset."""
+    """Base class of every error raised by umd_dataset. Its message names options as the Python
+    API spells them (`spell`); `for_cli` gives the same message with command-line flags."""
+
+    def __str__(self) -> str:
+        return _spelled(super().__str__(), cli=False)
+
+    def for_cli(self) -> str:
+        return _spelled(super().__str__(), cli=True)
 
 
 class InvalidOptionError(UMDError, ValueError):
