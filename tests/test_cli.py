@@ -62,8 +62,10 @@ def test_labels_commands(small_release_root, small_release, tmp_path):
     assert "not provided" in umd("labels", "source", "amos22").stdout
     resolved = umd("labels", "resolve", "Lt Kidney", "gall bladder").stdout
     assert "-> kidney_left" in resolved and "-> outside_schema" in resolved
-    unknown = umd("labels", "resolve", "tumour")
-    assert unknown.returncode == 2 and "Unknown label name 'tumour'" in unknown.stderr
+    unknown = umd("labels", "resolve", "tumour", "Lt Kidney", "Leberx")  # every name is resolved, then exit 1
+    assert unknown.returncode == 1 and "Unknown label name 'tumour'" in unknown.stdout and "'Lt Kidney'" in unknown.stdout
+    assert "--alias 'Leberx=ORGAN'" in unknown.stdout and "aliases=" not in unknown.stdout
+    assert "error: 2 of 3 names are unknown." in unknown.stderr
     assert "Organ masks in all:" in umd("labels", "coverage", str(small_release_root)).stdout
 
     from helpers import to_total

@@ -488,7 +488,7 @@ def test_10_timeout_reaches_command_models_from_the_command_line(small_release_r
     script.chmod(0o755)
     result = umd("evaluate", str(small_release_root), str(tmp_path / "run"), "--model", f"command:{script} {{input}} {{output}}",
                  "--domains", "ct", "--organs", "liver", "--timeout-s", "1")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "error: the model failed on every case" in result.stderr, result.stderr
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     assert table["failure"].str.contains("time limit of 1 s").all()
 
@@ -508,7 +508,7 @@ def test_11_sys_exit_is_that_case_s_failure(small_release, tmp_path):
 
 def test_11_os_exit_loses_no_finished_scan_and_is_a_failure_under_process_isolation(small_release_root, tmp_path):
     module = tmp_path / "killer.py"
-    module.write_text(textwrap.dedent(f"""
+    module.write_text(textwrap.dedent("""
         import os, numpy as np
         seen = []
         def predict(case):
@@ -532,7 +532,7 @@ def test_11_os_exit_loses_no_finished_scan_and_is_a_failure_under_process_isolat
     """))
     result = umd("evaluate", str(small_release_root), str(tmp_path / "isolated"), "--model", "python:killer_process:predict",
                  "--split", "test", "--domains", "ct,petct_pet", "--isolation", "process", env=env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "error: the model failed on every case" in result.stderr, result.stderr
     table = pd.read_csv(tmp_path / "isolated" / "results.csv")
     assert table["failure"].str.contains("worker process ended .exit code 9.").all()
 

@@ -9,21 +9,37 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperArgument
 
-from umd_dataset.errors import UMDError
+from umd_dataset.errors import UMDError, did_you_mean
+from umd_dataset.evaluation.prompts import KINDS, POINT_RULES
+from umd_dataset.schema.studies import modalities
+
+
+def _usage_name(argument) -> str:
+    """Usage lines as users read them everywhere: ``umd evaluate RELEASE OUT`` (Typer writes ``{RELEASE}``)."""
+    name = argument.display_name_raw if argument.required else f"[{argument.display_name_raw}]"
+    return name + ("..." if argument.nargs != 1 else "")
+
+
+TyperArgument._usage_display_name = _usage_name
+_SPEC = modalities()
 
 app = typer.Typer(
     name="umd",
-    help="The UMD whole-body PET/CT and PET/MRI dataset: make, inspect and verify releases.",
+    help="The UMD whole-body PET/CT and PET/MRI dataset: make, inspect, verify and export releases, harmonize labels, and "
+    "evaluate models per organ and domain. Start with `umd demo`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100, "terminal_width": 100},
 )
 
 
 @app.command()
 def synth(
-    out: Path = typer.Argument(..., help="Folder to write the release into (new, empty, or an interrupted job)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Folder to write the release into (new, empty, or an interrupted job)."),
     subjects: int = typer.Option(12, help="Number of subjects."),
     preset: str = typer.Option("mini", help="Grid sizes: 'mini' (small, for tests) or 'full' (whole-body sizes)."),
     seed: int = typer.Option(0, help="Random seed; the same settings give the same bytes."),
@@ -42,7 +58,7 @@ def synth(
 
 @app.command()
 def info(
-    root: Path = typer.Argument(..., help="Release folder."),
+    root: Path = typer.Argument(..., metavar="ROOT", help="Release folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Counts per study, scan, split and organ. Reads the index only, no image."""
@@ -54,7 +70,7 @@ def info(
 
 @app.command()
 def verify(
-    root: Path = typer.Argument(..., help="Release folder."),
+    root: Path = typer.Argument(..., metavar="ROOT", help="Release folder."),
     deep: bool = typer.Option(False, help="Also decode every volume: label values and organ voxel counts."),
     workers: Optional[int] = typer.Option(None, help="Threads for hashing and decoding."),
 ) -> None:
@@ -69,8 +85,8 @@ def verify(
 
 @app.command("synth-dicom")
 def synth_dicom(
-    root: Path = typer.Argument(..., help="A synthetic release (from `umd synth`)."),
-    out: Path = typer.Argument(..., help="Folder to write the DICOM studies into (one folder per patient and study)."),
+    root: Path = typer.Argument(..., metavar="ROOT", help="A synthetic release (from `umd synth`)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Folder to write the DICOM studies into (one folder per patient and study)."),
     extras: bool = typer.Option(False, help="Also write series ingest must leave out: localizer, PET without AC, dose report."),
 ) -> None:
     """Write every study of a synthetic release as DICOM series (CT/MR, PET in Bq/ml, SEG), for `umd ingest`."""
@@ -90,8 +106,8 @@ def synth_dicom(
 
 @app.command()
 def ingest(
-    source: Path = typer.Argument(..., help="A DICOM folder tree, a CSV mapping of NIfTI files, or an nnU-Net raw folder."),
-    out: Path = typer.Argument(..., help="Release folder to write (new, or an interrupted ingest of the same input)."),
+    source: Path = typer.Argument(..., metavar="SOURCE", help="A DICOM folder tree, a CSV mapping of NIfTI files, or an nnU-Net raw folder."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Release folder to write (new, or an interrupted ingest of the same input)."),
     input_format: str = typer.Option("auto", "--format", help="dicom, nifti, nnunet, or auto."),
     name: str = typer.Option("UMD", help="Release name."),
     version: str = typer.Option("1.0.0", help="Semantic version of the data."),
@@ -126,8 +142,8 @@ def ingest(
 
 @app.command("export-hf")
 def export_hf(
-    root: Path = typer.Argument(..., help="Release folder."),
-    out: Path = typer.Argument(..., help="Output folder: Parquet shards with the NIfTI bytes embedded, and a dataset card."),
+    root: Path = typer.Argument(..., metavar="ROOT", help="Release folder."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output folder: Parquet shards with the NIfTI bytes embedded, and a dataset card."),
     min_shards: int = typer.Option(16, help="Shards per split at least (one per row if fewer rows), for multi-node streaming."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:
@@ -145,7 +161,7 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("build")
 def cache_build(
-    root: Path = typer.Argument(..., help="Release folder."),
+    root: Path = typer.Argument(..., metavar="ROOT", help="Release folder."),
     out: Optional[Path] = typer.Option(None, help="Cache folder (default: ROOT/.umd-cache)."),
     codec: str = typer.Option("lz4", help="lz4 (fastest reads) or zstd (smaller)."),
     workers: int = typer.Option(1, help="Processes writing scans in parallel."),
@@ -182,15 +198,49 @@ def _model(spec: str, kind: str, device: str = "cpu", options: list[str] | None 
     if prefix == "command":
         return adapters.CommandModel(rest)
     if prefix == "python":
-        import importlib
-
-        module, _, function = rest.rpartition(":")
-        return adapters.FunctionModel(getattr(importlib.import_module(module), function), kind=kind, name=function)
+        return adapters.FunctionModel(_python_function(rest), kind=kind, name=rest.rpartition(":")[2])
     names = ", ".join(adapter_specs())
     raise typer.BadParameter(
         f"unknown model {spec!r}: use an adapter ({names}; `umd models` lists them), oracle, region-growing, unet:PATH, "
         "folder:PATH, command:CMD or python:module:function"
     )
+
+
+def _python_function(spec: str):
+    """The function of ``--model python:MODULE:FUNCTION``, or a one-line error naming what is missing."""
+    import importlib
+
+    module, _, function = spec.rpartition(":")
+    if not module or not function:
+        raise typer.BadParameter(f"--model python:{spec}: write python:MODULE:FUNCTION, e.g. python:mypackage.models:segment")
+    try:
+        found = importlib.import_module(module)
+    except ImportError as error:
+        raise typer.BadParameter(f"--model python:{spec}: cannot import the module {module!r} ({error}); is it installed, or on PYTHONPATH?") from None
+    if not callable(getattr(found, function, None)):
+        names = [n for n in dir(found) if not n.startswith("_") and callable(getattr(found, n))]
+        raise typer.BadParameter(f"--model python:{spec}: {did_you_mean(function, names, f'function of {module}')}")
+    return getattr(found, function)
+
+
+def _reported(text: str | None) -> dict | None:
+    """``--reported ct=0.91,petct_pet=0.88`` as {domain: Dice}, or a one-line error naming the bad item."""
+    from umd_dataset.schema.studies import modalities
+
+    if not text:
+        return None
+    scores = {}
+    for item in text.split(","):
+        domain, equals, value = item.partition("=")
+        try:
+            number = float(value) if equals else None
+        except ValueError:
+            number = None
+        if number is None or not 0 <= number <= 1:
+            raise typer.BadParameter(f"--reported {item!r}: write DOMAIN=DICE with a Dice between 0 and 1, e.g. --reported ct=0.91,petct_pet=0.88")
+        modalities().check_domains((domain.strip(),))
+        scores[domain.strip()] = number
+    return scores
 
 
 def _model_options(items: list[str]) -> dict:
@@ -231,18 +281,18 @@ def models() -> None:
 
 @app.command()
 def evaluate(
-    release: str = typer.Argument(..., help="Release folder, 'umd' or 'umd-mini'."),
-    out: Path = typer.Argument(..., help="Run folder (new, or an interrupted run to resume)."),
+    release: str = typer.Argument(..., metavar="RELEASE", help="Release folder, 'umd' or 'umd-mini'."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Run folder (new, or an interrupted run to resume)."),
     model: str = typer.Option(..., help="An adapter (`umd models`: vista3d:WEIGHTS, sam-med3d:WEIGHTS, ...), oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:'prog {input} {output}', python:module:function."),
     kind: str = typer.Option("automatic", help="For python: models: automatic or promptable."),
     device: str = typer.Option("cpu", help="Where adapters and unet: models run: cpu, cuda, cuda:N."),
     model_option: Optional[list[str]] = typer.Option(None, help="An adapter option NAME=VALUE (repeatable), e.g. trust_remote_code=true."),
     protocol: Optional[str] = typer.Option(None, help="paper: the UMD paper's prompt for this adapter, every organ and domain, the test split, and its reported Dice."),
-    split: Optional[str] = typer.Option(None, help="Split to score (default test; 'all' for every split)."),
-    domains: Optional[str] = typer.Option(None, help="Comma-separated evaluation domains (default: all four)."),
-    organs: Optional[str] = typer.Option(None, help="Comma-separated organs (default all)."),
-    prompt: Optional[str] = typer.Option(None, help="Promptable models: point (default), points, box, class or text."),
-    point: Optional[str] = typer.Option(None, help="Point rule: center (largest inscribed sphere; default), centroid or random."),
+    split: Optional[str] = typer.Option(None, help=f"Split to score: {', '.join(_SPEC.splits)} or all (default: test)."),
+    domains: Optional[str] = typer.Option(None, help=f"Comma-separated evaluation domains, of {', '.join(_SPEC.domain_keys)} (default: all)."),
+    organs: Optional[str] = typer.Option(None, help="Comma-separated organ slugs (default: all; `umd labels schema` lists them)."),
+    prompt: Optional[str] = typer.Option(None, help=f"Promptable models: {', '.join(KINDS)} (default: point)."),
+    point: Optional[str] = typer.Option(None, help=f"Point rule: {', '.join(POINT_RULES)} (default: center, the largest inscribed sphere's)."),
     k: Optional[int] = typer.Option(None, help="Points for --prompt points (default 1)."),
     box_jitter_mm: Optional[float] = typer.Option(None, help="Box prompts: face jitter (mm; default 0)."),
     iterations: Optional[int] = typer.Option(None, help="Corrective clicks after the first prediction (default 0)."),
@@ -269,17 +319,28 @@ def evaluate(
         prompt=PromptConfig(**{key: value for key, value in prompt_settings.items() if value is not None}),
         timeout_s=timeout_s, isolation=isolation,
     )
-    scores = {k_.strip(): float(v) for k_, v in (item.split("=") for item in reported.split(","))} if reported else None
+    scores = _reported(reported)
     result = run(_model(model, kind, device, model_option), release, out, config=config, name=name, reported=scores, protocol=protocol)
     if not result.complete:
         typer.echo(f"this shard is done ({result.scans_scored} scans scored); the last shard to finish merges the table")
         return
     typer.echo(_dice_table(result.table))
     typer.echo(f"results: {out / 'results.parquet'}, {out / 'results.csv'}; report: {out / 'report.html'}, {out / 'report.md'}")
-    damaged = result.table[result.table["status"] == "release_error"].drop_duplicates(["subject", "study", "scan"])
+    table = result.table
+    damaged = table[table["status"] == "release_error"].drop_duplicates(["subject", "study", "scan"])
+    attempted = table[~table["status"].isin(["absent", "release_error"])]
+    failed = attempted[attempted["status"] == "failed"]
+    if len(failed):
+        reasons = failed["failure"].value_counts()
+        shown = "; ".join(f"{reason} ({n} case{'s' if n != 1 else ''})" for reason, n in reasons.head(3).items())
+        typer.echo(f"{len(failed)} of {len(attempted)} cases failed (scored as empty predictions); first reasons: {shown}. "
+                   f"All failures: {out / 'report.md'}, section Failures.", err=True)
     if len(damaged):
         typer.echo(f"error: {len(damaged)} scans were not scored because their release files are damaged (first: "
                    f"{damaged['failure'].iloc[0]}). Run `umd verify {release} --deep`.", err=True)
+        raise typer.Exit(1)
+    if len(attempted) and len(failed) == len(attempted):
+        typer.echo("error: the model failed on every case: the scores above are those of empty predictions.", err=True)
         raise typer.Exit(1)
 
 
@@ -294,7 +355,7 @@ def _dice_table(table) -> str:
 
 @app.command()
 def demo(
-    out: Path = typer.Argument(Path("umd-demo"), help="Folder for UMD-mini, the trained model and the two evaluation runs."),
+    out: Path = typer.Argument(Path("umd-demo"), metavar="OUT", help="Folder for UMD-mini, the trained model and the two evaluation runs."),
 ) -> None:
     """The main job on the embedded default: generate UMD-mini, train a small model (a voxel
     classifier) on the CT scans of its training split only, score it on all four domains of the
@@ -367,7 +428,7 @@ def labels_sources() -> None:
 
 @labels_app.command("source")
 def labels_source(
-    key: str = typer.Argument(..., help="Source key, e.g. totalsegmentator_total (see `umd labels sources`)."),
+    key: str = typer.Argument(..., metavar="KEY", help="Source key, e.g. totalsegmentator_total (see `umd labels sources`)."),
     all_labels: bool = typer.Option(False, "--all", help="Also list the labels outside the schema."),
 ) -> None:
     """Show a source's table: which source ids and names form each organ, and what it cannot provide."""
@@ -395,20 +456,30 @@ def labels_source(
 
 
 @labels_app.command("resolve")
-def labels_resolve(names: list[str] = typer.Argument(..., help="Label names as typed, e.g. 'Lt Kidney'.")) -> None:
-    """Show which organ each free-text label name means."""
+def labels_resolve(names: list[str] = typer.Argument(..., metavar="NAME...", help="Label names as typed, e.g. 'Lt Kidney'.")) -> None:
+    """Show which organ each free-text label name means (every name is resolved; exit 1 if one is unknown)."""
+    from umd_dataset.errors import UnknownLabelError
     from umd_dataset.schema.names import name_index
 
     index = name_index()
+    unknown = 0
     for name in names:
-        found = index.resolve(name)
+        try:
+            found = index.resolve(name)
+        except UnknownLabelError as error:
+            unknown += 1
+            typer.echo(f"{name!r:<30} -> unknown: {error.for_cli()}")
+            continue
         typer.echo(f"{name!r:<30} -> {found.organ or found.kind}{'  (' + found.reason + ')' if found.reason else ''}")
+    if unknown:
+        typer.echo(f"error: {unknown} of {len(names)} names are unknown.", err=True)
+        raise typer.Exit(1)
 
 
 @labels_app.command("harmonize")
 def labels_harmonize(
-    input: Path = typer.Argument(..., help="A multi-label NIfTI, a folder of per-organ masks, or a DICOM SEG file."),
-    out: Path = typer.Argument(..., help="Output label map (.nii.gz) with canonical organ ids."),
+    input: Path = typer.Argument(..., metavar="INPUT", help="A multi-label NIfTI, a folder of per-organ masks, or a DICOM SEG file."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output label map (.nii.gz) with canonical organ ids."),
     source: Optional[str] = typer.Option(None, help="Source table or family of the input's labels (see `umd labels sources`), or a model's nnU-Net dataset.json."),
     source_version: Optional[str] = typer.Option(None, help="Version of the tool that wrote the labels, where its ids changed between versions (e.g. moosez 2.6.4)."),
     target: Optional[Path] = typer.Option(None, help="NIfTI scan whose grid the result must lie on."),
@@ -438,7 +509,7 @@ def labels_harmonize(
 
 @labels_app.command("coverage")
 def labels_coverage(
-    root: Path = typer.Argument(..., help="Release folder."),
+    root: Path = typer.Argument(..., metavar="ROOT", help="Release folder."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV."),
 ) -> None:
     """Per organ, per study and scan: how many label maps contain it (reads the index only)."""

@@ -50,7 +50,8 @@ def test_half_written_temporaries_of_a_killed_run_are_removed(tmp_path):
 
 
 def test_setting_differences_of_nested_and_missing_keys():
-    assert setting_differences({"a": {"b": 1}}, {"a": {"b": 1}, "c": True}) == ('c: "<unset>" before, true now',)
+    assert setting_differences({"a": {"b": 1}}, {"a": {"b": 1}, "c": True}) == ('c: not set before, true now',)
+    assert setting_differences({"reported": {}}, {"reported": {"ct": 0.9}}) == ('reported.ct: not set before, 0.9 now',)  # one line, naming the setting
     assert setting_differences({"a": [1, 2]}, {"a": (1, 2)}) == ()
 
 

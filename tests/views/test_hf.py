@@ -70,7 +70,9 @@ def test_umd_mini_is_generated_on_first_use_and_says_where(monkeypatch, tmp_path
     monkeypatch.setenv("UMD_CACHE", str(tmp_path))
     train = load_dataset("umd-mini", "paired", split="train")
     assert (tmp_path / "umd-mini-1.0.0" / "release.json").is_file()
-    assert f"generating the synthetic UMD-mini 1.0.0 into {tmp_path / 'umd-mini-1.0.0'}" in capsys.readouterr().err
+    told = capsys.readouterr().err
+    assert f"generating the synthetic UMD-mini 1.0.0 (about 20 MB, once) into {tmp_path / 'umd-mini-1.0.0'}" in told
+    assert "UMD_CACHE" in told  # ... and how to put it elsewhere
     load_dataset("umd-mini", "petct", split="test")
     assert "generating" not in capsys.readouterr().err  # reading never writes again
     from umd_dataset.synthetic.release import SynthConfig, plan

@@ -4,7 +4,6 @@ get disjoint subjects."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest

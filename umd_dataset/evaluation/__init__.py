@@ -10,10 +10,24 @@ statistics, plots and a report (`evaluate`).
 - `runner`: `evaluate`, resumable and sharded;
 - `stats`: per organ x domain summaries and paired comparisons;
 - `report`: Markdown and HTML report with plots.
+
+The names below are resolved on first use, so that importing a submodule (``prompts`` for the
+command line's help) does not import the runner.
 """
 
 from __future__ import annotations
 
-from umd_dataset.evaluation.runner import EvalConfig, EvalResult, evaluate, merge_results
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from umd_dataset.evaluation.runner import EvalConfig, EvalResult, evaluate, merge_results
 
 __all__ = ["evaluate", "EvalConfig", "EvalResult", "merge_results"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from umd_dataset.evaluation import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'umd_dataset.evaluation' has no attribute {name!r}")

@@ -35,6 +35,7 @@ from umd_dataset.errors import (
     UnknownNameError,
     check_choice,
     did_you_mean,
+    spell,
 )
 from umd_dataset.evaluation.calling import ISOLATIONS, ModelCaller, format_failure
 from umd_dataset.evaluation.case import Case, as_label_map, as_mask, model_kind
@@ -320,6 +321,16 @@ def evaluate(
     out = Path(out)
     if (Path(release.root) / DESCRIPTOR).is_file() and out.resolve() == Path(release.root).resolve():
         raise OutputExistsError(f"{out} is the release itself: give the evaluation a folder of its own (e.g. runs/{name}).")
+    index, count = config.resolved_shard()
+    organs = [release.schema.organ(o) for o in (config.organs or release.schema.slugs)]  # checked before anything is written
+    selected = list(release.select(split=config.split, domain=list(config.domains)))
+    if not selected:
+        where = "any split" if config.split is None else f"the {config.split} split"
+        counts = ", ".join(f"{split}: {len(list(release.select(split=split)))} scans" for split in release.splits)
+        raise InvalidOptionError(
+            f"{release.root} holds no scan of {', '.join(config.domains)} in {where} ({counts}): choose another "
+            f"{spell('split=', '--split')} or release (a bigger synthetic one: umd synth FOLDER --subjects 12)."
+        )
     (out / RESULTS).mkdir(parents=True, exist_ok=True)
     run = {
         "model": name, "kind": kind, "release": {"name": release.info.name, "version": release.info.version,
@@ -341,9 +352,7 @@ def evaluate(
             )
     else:
         write_json(config_path, run)
-    index, count = config.resolved_shard()
-    organs = [release.schema.organ(o) for o in (config.organs or release.schema.slugs)]
-    records = [r for r in release.select(split=config.split, domain=list(config.domains))][index::count]
+    records = selected[index::count]
     path = out / RESULTS / f"shard-{index:03d}-of-{count:03d}.jsonl"
     with open(path, "ab") as handle:
         lock_open_file(handle, "an evaluation of this shard")  # a second run of the same shard is refused at once

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from umd_dataset.errors import IngestError, IngestInputError, InputNotFoundError, check_choice
+from umd_dataset.errors import IngestError, IngestInputError, InputNotFoundError, check_choice, spell
 from umd_dataset.ingest.options import IngestOptions, IngestReport
 
 __all__ = ["ingest", "IngestOptions", "IngestReport", "IngestError", "INPUT_FORMATS"]
@@ -70,7 +70,7 @@ def ingest(
     pseudonyms = input_format == "dicom" or not keep_ids
     if pseudonyms and not options.secret:
         raise IngestInputError(
-            "Ingest makes pseudonyms, and needs their key: give it with secret= (CLI: --secret KEY, or the environment "
+            f"Ingest makes pseudonyms, and needs their key: give it with {spell('secret=', '--secret KEY')} (or the environment "
             "variable UMD_PSEUDONYM_KEY). Keep the key: the same key resumes this job and gives the same people the same "
             "ids in later releases. It is never written or printed."
         )

@@ -204,6 +204,8 @@ class IngestReport:
     left_out: list[str] = field(default_factory=list)
     file_problems: list[str] = field(default_factory=list)
     skipped_files: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     redact: Redactor = field(default_factory=Redactor, repr=False)
 
     def __str__(self) -> str:
@@ -212,5 +214,7 @@ class IngestReport:
         lines += [f"left out: {what}" for what in self.left_out]
         lines += [f"unusable file: {what}" for what in self.file_problems]
         if self.skipped_files:
-            lines.append(f"non-DICOM files skipped: {self.skipped_files}")
+            shown = ", ".join(self.skipped_examples[:5]) + (", ..." if self.skipped_files > len(self.skipped_examples[:5]) else "")
+            lines.append(f"non-DICOM files skipped: {self.skipped_files} ({shown})" if shown else f"non-DICOM files skipped: {self.skipped_files}")
+        lines += [f"note: {note}" for note in self.notes]
         return self.redact("\n".join(lines))

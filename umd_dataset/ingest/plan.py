@@ -65,6 +65,7 @@ def plan_dicom(discovery: Discovery, options: IngestOptions, secret: str, report
     """
     report.file_problems += [f"{p.path}: {p.reason}" for p in discovery.problems]
     report.skipped_files += len(discovery.skipped)
+    report.skipped_examples += [str(p.path) for p in discovery.skipped[: max(0, 5 - len(report.skipped_examples))]]
     candidates: dict[tuple[str, str], list[tuple[str, StudyJob]]] = {}
     identities: dict[str, str] = {}
     structural_kinds = {spec.structural for spec in modalities().studies.values()}

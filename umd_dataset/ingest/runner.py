@@ -14,12 +14,13 @@ import csv
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from umd_dataset.errors import IngestError, IngestInputError, LabelOverlapError
+from umd_dataset.errors import IngestError, IngestInputError, LabelOverlapError, spell
 from umd_dataset.io.files import write_json
 from umd_dataset.io.geometry import Geometry
 from umd_dataset.io.jobs import Progress, run_items
@@ -144,8 +145,8 @@ def _redacted(value, redact: Redactor):
     return value
 
 
-def run_study(root: str, job: StudyJob, options: IngestOptions, redact: Redactor | None = None) -> list:
-    """Write the scans, label maps and provenance of one study; return its manifest rows.
+def run_study(root: str, job: StudyJob, options: IngestOptions, redact: Redactor | None = None) -> StudyResult:
+    """Write the scans, label maps and provenance of one study; return its manifest rows and notes.
 
     The provenance record holds no identifier of the input (`redact` removes those read from the
     headers; file paths are reduced to file names).
@@ -191,7 +192,25 @@ def run_study(root: str, job: StudyJob, options: IngestOptions, redact: Redactor
         provenance["scans"][scan] = record
     folder = Path(scan_paths(job.subject, job.study, spec.scans[0])[0]).parent
     write_json(Path(root) / folder / PROVENANCE, _redacted(provenance, redact or Redactor()), scratch_dir(root))
-    return records
+    return StudyResult(records, tuple(_notes(provenance)))
+
+
+def _notes(provenance: dict) -> list[str]:
+    """The notes of a study's provenance a user should see at the end of the run (SUV, assembly)."""
+    where = f"{provenance['subject']}/{provenance['study']}"
+    notes = []
+    for scan, record in provenance["scans"].items():
+        notes += [f"{where}/{scan}: {note}" for note in record.get("notes", [])]
+        notes += [f"{where}/{scan}: SUV: {note}" for note in (record.get("suv") or {}).get("notes", [])]
+    return notes
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What `run_study` wrote: the manifest rows of its scans, and the notes to show the user."""
+
+    records: list
+    notes: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,8 +257,9 @@ def run_jobs(
                     report.failed[key] = f"{type(result).__name__}: {result}"
                     shutil.rmtree(root / "subjects" / job.subject / job.study, ignore_errors=True)  # files of no manifest row
                 else:
-                    writer.record_study(result)
+                    writer.record_study(result.records)
                     report.written.append(key)
+                    report.notes += list(result.notes)
                 bar.update()
 
             run_items(todo, partial(run_study, str(root), options=options, redact=report.redact), finish, workers=options.workers,
@@ -249,7 +269,7 @@ def run_jobs(
         if report.failed and not options.skip_failed:
             raise IngestError(
                 f"{len(report.failed)} of {len(jobs)} studies failed; the release is not finalized (finished studies are kept: "
-                f"fix the input and run the same command again, or pass skip_failed to finish without them).\n{report}",
+                f"fix the input and run the same command again, or pass {spell('skip_failed=True', '--skip-failed')} to finish without them).\n{report}",
                 report,
             )
         written = {(s, st) for s, st in writer.finished}

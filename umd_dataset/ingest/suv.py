@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from umd_dataset.errors import SUVError
+from umd_dataset.errors import SUVError, spell
 
 __all__ = ["SUVFactor", "suv_factor", "apply_suv", "dicom_datetime"]
 
@@ -112,7 +112,7 @@ def suv_factor(
         if raw in (None, "") or not 2 <= float(raw) <= 350:
             raise SUVError(
                 f"{prefix}PatientWeight (0010,1030) is {'missing' if raw in (None, '') else repr(float(raw)) + ' kg, implausible'}; "
-                "SUVbw needs the body weight. Supply it (weight_kg=, CLI: a weights file)."
+                f"SUVbw needs the body weight. Supply it ({spell('weight_kg= in suv_overrides', '--suv-overrides CSV with columns patient,weight_kg')})."
             )
         weight_kg = float(raw)
     else:

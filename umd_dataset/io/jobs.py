@@ -36,12 +36,16 @@ def _jsonable(value: object) -> object:
 
 
 def _flatten(value: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(value, Mapping) and value:
+    """Dotted keys of the leaves (an empty mapping has none: ``reported: {}`` and no ``reported`` agree)."""
+    if isinstance(value, Mapping):
         flat: dict[str, object] = {}
         for key, item in value.items():
             flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
         return flat
     return {prefix: value}
+
+
+_UNSET = object()
 
 
 def setting_differences(previous: Mapping, current: Mapping, private: Iterable[str] = ()) -> tuple[str, ...]:
@@ -53,12 +57,13 @@ def setting_differences(previous: Mapping, current: Mapping, private: Iterable[s
     hidden = tuple(private)
     lines = []
     for key in sorted(set(before) | set(now)):
-        if before.get(key, "<unset>") == now.get(key, "<unset>"):
+        if before.get(key, _UNSET) == now.get(key, _UNSET):
             continue
         if any(key == p or key.startswith(p + ".") for p in hidden):
             lines.append(f"{key}: differs (value not shown)")
         else:
-            lines.append(f"{key}: {json.dumps(before.get(key, '<unset>'))} before, {json.dumps(now.get(key, '<unset>'))} now")
+            shown = ["not set" if side.get(key, _UNSET) is _UNSET else json.dumps(side[key]) for side in (before, now)]
+            lines.append(f"{key}: {shown[0]} before, {shown[1]} now")
     return tuple(lines)
 
 

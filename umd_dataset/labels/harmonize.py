@@ -52,6 +52,7 @@ from umd_dataset.errors import (
     UnknownNameError,
     check_choice,
     did_you_mean,
+    spell,
 )
 from umd_dataset.io.files import read_json, write_json
 from umd_dataset.io.geometry import Geometry
@@ -251,7 +252,7 @@ def _meaning(
                 return Resolution(name, "unknown_dropped", None, f"not a label of {source.key}")
             raise UnknownLabelError(
                 f"Label {name!r} (in {where}) is not a label of source {source.key} ({source.title}). "
-                "Check the source and its version, or map the name with aliases= / leave it out with drop=."
+                f"Check the source and its version, or map the name with {spell('aliases=', '--alias NAME=ORGAN')} / leave it out with {spell('drop=', '--drop NAME')}."
             )
         if name in source.lossy:
             return Resolution(name, "lossy", None, source.lossy[name])
@@ -267,9 +268,10 @@ def _meaning(
 
 def _record_meaning(meaning: Resolution, name: str, voxels: int, where: str, source_id: int | None = None) -> LabelRecord:
     if meaning.kind == "lossy":
+        drop = spell(f"drop=[{name!r}]", f"--drop '{name}'")
         raise LossyLabelError(
             f"Label {name!r} (in {where}, {voxels} voxels) cannot be mapped: {meaning.reason}. Its voxels would be "
-            f"lost; pass drop=[{name!r}] to leave it out on purpose (recorded in the provenance)."
+            f"lost; pass {drop} to leave it out on purpose (recorded in the provenance)."
         )
     status = {"organ": "mapped"}.get(meaning.kind, meaning.kind)
     return LabelRecord(name=name, status=status, voxels=int(voxels), organ=meaning.organ, source_id=source_id, file=where, note=meaning.reason)
@@ -373,8 +375,9 @@ def harmonize_label_map(
     options = options or HarmonizeOptions()
     table, notes = resolve_source(source, source_version, names, schema)
     if table is None and names is None:
+        example = spell("source='totalsegmentator_total'", "--source totalsegmentator_total")
         raise LabelInputError(
-            f"{where}: a multi-label map needs its source (e.g. source='totalsegmentator_total'; see "
+            f"{where}: a multi-label map needs its source (e.g. {example}; see "
             "`umd labels sources`) or the names of its labels."
         )
     _check_target(Geometry(labels.shape, affine), _as_target(target), where)
@@ -425,10 +428,11 @@ def harmonize_label_map(
             record = LabelRecord(str(label_id), status, int(counts[label_id]), source_id=label_id, file=where)
         else:
             known = sorted(named)
+            drop = spell(f"drop=['{label_id}']", f"--drop {label_id}")
             raise UnknownLabelError(
                 f"{where}: label id {label_id} ({int(counts[label_id])} voxels) is not a label of "
                 f"{table.key if table else 'the names given'} (ids {known[0]}..{known[-1]}). Is this the right source "
-                f"and version? Leave it out with drop=['{label_id}'] or unknown='drop'."
+                f"and version? Leave it out with {drop} or {spell('unknown=' + repr('drop'), '--unknown drop')}."
             )
         provenance.labels.append(record)
     organ_counts = np.bincount(lut, weights=counts, minlength=len(schema) + 1).astype(np.int64)
@@ -545,8 +549,9 @@ def _finish_masks(
         shown = "; ".join(
             f"{o.organs[0]} and {o.organs[1]} share {o.voxels} voxels ({', '.join(o.files)})" for o in provenance.overlaps
         )
+        policy = spell("overlap='smallest'", "--overlap smallest")
         raise LabelOverlapError(
-            f"Overlapping organs: {shown}. Choose a policy: overlap='smallest' (the smaller organ keeps the voxels), "
+            f"Overlapping organs: {shown}. Choose a policy: {policy} (the smaller organ keeps the voxels), "
             "'largest', or a priority list of organs."
         )
     provenance.organ_voxels = schema.count_voxels(canonical).present

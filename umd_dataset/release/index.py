@@ -355,12 +355,7 @@ def open_release(root: str | os.PathLike) -> Release:
                 f"{DESCRIPTOR}). Run the same command again (e.g. `umd synth {root}` with the same "
                 "options) to finish it; finished studies are kept."
             )
-        what = "does not exist" if not root.exists() else f"has no {DESCRIPTOR}"
-        raise ReleaseNotFoundError(
-            f"{root} is not a UMD release: it {what}. Expected a folder holding {DESCRIPTOR}, "
-            f"{MANIFEST}, {LABELS}, {SPLITS} and subjects/. Generate the synthetic UMD-mini with "
-            f"`umd synth {root}`, or point to the downloaded UMD release."
-        )
+        raise ReleaseNotFoundError(_not_a_release(root))
     info = _read_descriptor(descriptor)
     for name, expected in info.files.items():
         path = safe_relative_path(root, name)
@@ -432,6 +427,31 @@ def _check_records(manifest: Path, records: list[ScanRecord], schema: LabelSchem
             f"{manifest}: studies without all their scans: {'; '.join(incomplete)}. The release is incomplete or its "
             "manifest was edited: restore it from the original release."
         )
+
+
+def _not_a_release(root: Path) -> str:
+    """Why `root` is no release, and what to do: the release beside it with the closest name, the
+    folder above a file inside a release, and `umd synth` only where it can write."""
+    import difflib
+
+    expected = f"Expected a folder holding {DESCRIPTOR}, {MANIFEST}, {LABELS}, {SPLITS} and subjects/."
+    if root.is_file():
+        inside = next((p for p in root.parents if (p / DESCRIPTOR).is_file()), None)
+        hint = f" It lies inside the release {inside}: give that folder." if inside else ""
+        return f"{root} is not a UMD release: it is a file, not a folder.{hint} {expected}"
+    parent = root.parent if str(root.parent) else Path(".")
+    releases = [p.name for p in parent.iterdir() if (p / DESCRIPTOR).is_file()] if parent.is_dir() else []
+    close = difflib.get_close_matches(root.name, releases, n=3, cutoff=0.6)
+    if close:
+        beside = " or ".join(repr(str(parent / c) if str(root.parent) not in ("", ".") else c) for c in close)
+        return f"{root} is not a UMD release: it {'does not exist' if not root.exists() else f'has no {DESCRIPTOR}'}. Did you mean {beside}?"
+    if not root.exists():
+        return (f"{root} is not a UMD release: it does not exist. {expected} Generate the synthetic UMD-mini there with "
+                f"`umd synth {root}`, or point to the downloaded UMD release.")
+    if any(root.iterdir()):
+        return f"{root} is not a UMD release: it has no {DESCRIPTOR} (and holds other files). {expected} Point to the downloaded UMD release."
+    return (f"{root} is not a UMD release: it is an empty folder. {expected} Generate the synthetic UMD-mini there with "
+            f"`umd synth {root}`, or point to the downloaded UMD release.")
 
 
 def _read_descriptor(path: Path) -> ReleaseInfo:

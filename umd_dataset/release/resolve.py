@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from umd_dataset.errors import ReleaseNotFoundError
+from umd_dataset.errors import ReleaseNotFoundError, spell
 from umd_dataset.release.format import DESCRIPTOR
 from umd_dataset.release.index import Release, open_release
 
@@ -49,18 +49,18 @@ def resolve_release(name: str | os.PathLike | Release = "umd", data_dir: str | o
     if name == "umd":
         folder = os.environ.get("UMD_DATA_DIR")
         if not folder:
+            local = spell("pass data_dir='path/to/UMD'", "give its folder instead of umd")
+            hub = spell("load a Hub copy with hub_repo='<org>/<name>' (needs the network)", "load a Hub copy from Python (hub_repo=)")
             raise ReleaseNotFoundError(
-                "The UMD release is not on this machine. Download it (see the dataset card) and pass "
-                "data_dir='path/to/UMD' or set UMD_DATA_DIR; or load a Hub copy with hub_repo='<org>/<name>' "
-                "(needs the network); or use 'umd-mini' for the synthetic UMD-mini, generated locally in the "
-                "same format."
+                f"The UMD release is not on this machine. Download it (see the dataset card) and {local} or set UMD_DATA_DIR; or "
+                f"{hub}; or use 'umd-mini' for the synthetic UMD-mini, generated locally in the same format."
             )
         return open_release(folder)
     root = default_mini_root()
     if not (root / DESCRIPTOR).is_file():
         from umd_dataset.synthetic.release import SynthConfig, synthesize
 
-        print(f"umd-mini: generating the synthetic UMD-mini {MINI_VERSION} into {root} (set UMD_CACHE to choose "
-              "the folder)", file=sys.stderr)
+        print(f"umd-mini: generating the synthetic UMD-mini {MINI_VERSION} (about 20 MB, once) into {root} (set UMD_CACHE "
+              "to choose the folder)", file=sys.stderr)
         synthesize(root, SynthConfig(version=MINI_VERSION), progress=True)
     return open_release(root)

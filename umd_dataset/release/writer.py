@@ -142,7 +142,7 @@ class ReleaseWriter:
         job: Mapping,
         schema: LabelSchema,
         overwrite: bool = False,
-        fix: str = "pass overwrite=True to start over.",
+        fix: str = "pass overwrite=True to start over.",  # callers with a CLI flag spell it with errors.spell
         private: Iterable[str] = (),
     ) -> None:
         self.root = Path(root)

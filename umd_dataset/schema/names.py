@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from umd_dataset.errors import InputNotFoundError, SchemaError, UnknownLabelError
+from umd_dataset.errors import InputNotFoundError, SchemaError, UnknownLabelError, spell
 from umd_dataset.schema.organs import LabelSchema, load_schema
 from umd_dataset.schema.sources import SourceTable, list_sources, load_source
 
@@ -122,10 +122,12 @@ class NameIndex:
         organs = list(dict.fromkeys(self._organ_phrases[c] for c in close))[:3]
         hint = f" Closest organs: {', '.join(organs)}." if organs else ""
         origin = f" (in {where})" if where else ""
+        alias = spell(f"aliases={{{name!r}: '<organ slug>'}}", f"--alias '{name}=ORGAN'")
+        drop = spell(f"drop=[{name!r}]", f"--drop '{name}'")
         raise UnknownLabelError(
             f"Unknown label name {name!r}{origin}: it is no organ of {self.schema.key} and no structure of the "
-            f"known annotation sources.{hint} Map it explicitly with aliases={{{name!r}: '<organ slug>'}}, "
-            f"or leave it out with drop=[{name!r}]. Organs: {', '.join(self.schema.slugs)}."
+            f"known annotation sources.{hint} Map it explicitly with {alias}, "
+            f"or leave it out with {drop}. Organs: {', '.join(self.schema.slugs)}."
         )
 
     def organ(self, name: str, *, where: str = "") -> str:

@@ -28,7 +28,7 @@ from importlib import resources
 
 import numpy as np
 
-from umd_dataset.errors import SchemaError, SourceVersionError, UnknownLabelError, UnknownNameError, did_you_mean
+from umd_dataset.errors import SchemaError, SourceVersionError, UnknownLabelError, UnknownNameError, did_you_mean, spell
 from umd_dataset.schema.organs import LabelSchema, load_schema
 
 __all__ = ["SourceTable", "load_source", "list_sources", "families"]
@@ -237,7 +237,7 @@ def load_source(key: str, *, version: str | None = None, schema_version: int | N
             if len(keys) > 1:
                 raise SourceVersionError(
                     f"The label ids of {key} changed between versions of {_read_table(keys[0]).tool}: give the version that "
-                    f"wrote your labels (version=, CLI --source-version). Checked versions: {', '.join(_checked_versions(keys))}."
+                    f"wrote your labels ({spell('source_version=', '--source-version')}). Checked versions: {', '.join(_checked_versions(keys))}."
                 )
             table = _read_table(keys[0])
         else:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from umd_dataset.errors import InvalidOptionError, check_choice
+from umd_dataset.errors import InvalidOptionError, check_choice, spell
 from umd_dataset.io.jobs import Progress, run_items
 from umd_dataset.release.index import Release, open_release
 from umd_dataset.release.writer import ReleaseWriter, write_scan
@@ -161,7 +161,7 @@ def synthesize(
     config = config or SynthConfig()
     job = {"generator": "umd_dataset.synthetic", **asdict(config)}
     with ReleaseWriter(root, job=job, schema=load_schema(), overwrite=overwrite,
-                       fix="pass overwrite=True (umd synth: --overwrite) to start over.") as writer:
+                       fix=f"pass {spell('overwrite=True', '--overwrite')} to start over.") as writer:
         subjects = plan(config)
         expected = [(s, study) for s in subjects for study in s.studies]
         finished = writer.finished  # read once: it lists the job folder
