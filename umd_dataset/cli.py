@@ -120,7 +120,7 @@ def ingest(
     allow_unlabelled: bool = typer.Option(False, help="Write empty label maps for studies without labels."),
     overlap: str = typer.Option("error", help="Voxels claimed by two organs: error, smallest or largest."),
     unknown: str = typer.Option("error", help="Labels that are no organ nor known structure: error or drop."),
-    drop: list[str] = typer.Option([], help="Source label to leave out on purpose, e.g. a lesion label (repeatable)."),
+    drop: list[str] = typer.Option([], metavar="LABEL", help="Source label to leave out on purpose, e.g. a lesion label (repeatable)."),
     keep_ids: bool = typer.Option(False, help="NIfTI/nnU-Net inputs: keep their subject ids instead of pseudonyms."),
 ) -> None:
     """Turn raw PET/CT and PET/MRI studies into a verified release (resumable: run again to finish)."""
@@ -136,7 +136,7 @@ def ingest(
         suv_overrides=overrides_from_csv(suv_overrides) if suv_overrides else {},
     )
     release, report = run(source, out, options=options, input_format=input_format, keep_ids=keep_ids, progress=True)
-    typer.echo(str(report))
+    typer.echo(report.for_cli())
     typer.echo(f"wrote {release!r}; verified.")
 
 
@@ -187,7 +187,7 @@ def _model(spec: str, kind: str, device: str = "cpu", options: list[str] | None 
         return make_adapter(prefix, rest or None, device=device, **settings)
     if settings:
         raise typer.BadParameter(f"--model-option is for the adapters of `umd models`, not for {prefix!r}")
-    if spec == "oracle":
+    if spec in ("oracle", "noisy-oracle"):  # it is named noisy-oracle in the results
         return baselines.NoisyOracle()
     if spec == "region-growing":
         return baselines.RegionGrowing()
@@ -199,9 +199,13 @@ def _model(spec: str, kind: str, device: str = "cpu", options: list[str] | None 
         return adapters.CommandModel(rest)
     if prefix == "python":
         return adapters.FunctionModel(_python_function(rest), kind=kind, name=rest.rpartition(":")[2])
+    import difflib
+
     names = ", ".join(adapter_specs())
+    close = difflib.get_close_matches(prefix, [*adapter_specs(), "oracle", "region-growing", "unet", "folder", "command", "python"], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise typer.BadParameter(
-        f"unknown model {spec!r}: use an adapter ({names}; `umd models` lists them), oracle, region-growing, unet:PATH, "
+        f"unknown model {spec!r}.{hint} Use an adapter ({names}; `umd models` lists them), oracle, region-growing, unet:PATH, "
         "folder:PATH, command:CMD or python:module:function"
     )
 
@@ -286,7 +290,7 @@ def evaluate(
     model: str = typer.Option(..., help="An adapter (`umd models`: vista3d:WEIGHTS, sam-med3d:WEIGHTS, ...), oracle, region-growing, unet:CHECKPOINT, folder:PATH, command:'prog {input} {output}', python:module:function."),
     kind: str = typer.Option("automatic", help="For python: models: automatic or promptable."),
     device: str = typer.Option("cpu", help="Where adapters and unet: models run: cpu, cuda, cuda:N."),
-    model_option: Optional[list[str]] = typer.Option(None, help="An adapter option NAME=VALUE (repeatable), e.g. trust_remote_code=true."),
+    model_option: Optional[list[str]] = typer.Option(None, metavar="NAME=VALUE", help="An adapter option NAME=VALUE (repeatable), e.g. trust_remote_code=true."),
     protocol: Optional[str] = typer.Option(None, help="paper: the UMD paper's prompt for this adapter, every organ and domain, the test split, and its reported Dice."),
     split: Optional[str] = typer.Option(None, help=f"Split to score: {', '.join(_SPEC.splits)} or all (default: test)."),
     domains: Optional[str] = typer.Option(None, help=f"Comma-separated evaluation domains, of {', '.join(_SPEC.domain_keys)} (default: all)."),
@@ -484,8 +488,8 @@ def labels_harmonize(
     source_version: Optional[str] = typer.Option(None, help="Version of the tool that wrote the labels, where its ids changed between versions (e.g. moosez 2.6.4)."),
     target: Optional[Path] = typer.Option(None, help="NIfTI scan whose grid the result must lie on."),
     overlap: str = typer.Option("error", help="Voxels claimed by two organs: error, smallest, largest, or a comma-separated priority list of organs."),
-    drop: list[str] = typer.Option([], help="Source label to leave out on purpose (repeatable)."),
-    alias: list[str] = typer.Option([], help="NAME=ORGAN for a name the package does not know (repeatable)."),
+    drop: list[str] = typer.Option([], metavar="LABEL", help="Source label to leave out on purpose (repeatable)."),
+    alias: list[str] = typer.Option([], metavar="NAME=ORGAN", help="NAME=ORGAN for a name the package does not know (repeatable)."),
     unknown: str = typer.Option("error", help="Unknown labels: error or drop."),
     provenance: Optional[Path] = typer.Option(None, help="Write the provenance record (JSON) here (default: OUT with .provenance.json)."),
 ) -> None:
@@ -528,10 +532,16 @@ def main() -> None:
     import errno
 
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="umd")  # also under `python -m umd_dataset.cli`
     except (typer.Abort, KeyboardInterrupt):  # Ctrl-C
         _interrupted()
-    except typer.TyperException as error:  # usage errors: the parser's own message
+    except typer.BadParameter as error:  # a value the command cannot use: one line, naming the value and the fix
+        if type(error).__name__ == "MissingParameter":  # typer's vendored click: a missing one is shown with the usage
+            error.show()
+        else:
+            typer.echo(f"error: {error.format_message()}", err=True)
+        sys.exit(2)
+    except typer.TyperException as error:  # other usage errors (a missing argument, an unknown flag): with the usage
         if hasattr(error, "show"):
             error.show()
         sys.exit(getattr(error, "exit_code", 2))

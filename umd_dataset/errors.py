@@ -105,8 +105,15 @@ def spell(python: str, cli: str) -> str:
     return f"\x00{python}\x01{cli}\x00"
 
 
-def _spelled(text: str, cli: bool) -> str:
+def spelled(text: str, cli: bool) -> str:
+    """`text` with each `spell` marker replaced by its Python (``cli=False``) or command-line wording."""
     return _SPELLING.sub(lambda m: m.group(2 if cli else 1), text)
+
+
+def marked_message(error: BaseException) -> str:
+    """The message of `error` with its `spell` markers kept, to embed in a report or another
+    message that is spelled for its own reader later."""
+    return Exception.__str__(error) if isinstance(error, UMDError) else str(error)
 
 
 class UMDError(Exception):
@@ -114,10 +121,10 @@ class UMDError(Exception):
     API spells them (`spell`); `for_cli` gives the same message with command-line flags."""
 
     def __str__(self) -> str:
-        return _spelled(super().__str__(), cli=False)
+        return spelled(super().__str__(), cli=False)
 
     def for_cli(self) -> str:
-        return _spelled(super().__str__(), cli=True)
+        return spelled(super().__str__(), cli=True)
 
 
 class InvalidOptionError(UMDError, ValueError):

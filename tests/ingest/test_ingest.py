@@ -276,3 +276,17 @@ def test_a_seg_series_stored_as_several_instances_is_read_whole(small_release, t
     release, _ = ingest(tmp_path / "raw", tmp_path / "release", options=IngestOptions(secret="s"))
     [record] = release.select(scan="ct")
     assert set(record.organs) == {"liver", "urinary_bladder"}
+
+
+def test_the_report_shows_the_suv_notes_and_names_skipped_files_without_identifiers(ingested):
+    """Issue 12, item 15: the MBq dose note and the other SUV notes reached only provenance.json, and
+    "non-DICOM files skipped: 4" named none of them."""
+    _, report, _, _ = ingested
+    text = str(report)
+    notes = [line for line in text.splitlines() if line.startswith("note: ")]
+    assert any("petmri/pet: SUV: RadionuclideTotalDose" in n and "taken as MBq" in n for n in notes)
+    assert any("petmri/pet: SUV: injection time without a date" in n for n in notes)
+    skipped = next(line for line in text.splitlines() if line.startswith("non-DICOM files skipped: "))
+    assert "README.txt" in skipped
+    for patient in PATIENTS:  # the folder names of the raw tree hold patient ids: never printed
+        assert patient.patient_id not in text and patient.name not in text

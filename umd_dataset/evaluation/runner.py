@@ -319,8 +319,12 @@ def evaluate(
         config, paper_scores, protocol_note = protocol_config(protocol, key, config)
         reported = {**paper_scores, **(reported or {})}
     out = Path(out)
-    if (Path(release.root) / DESCRIPTOR).is_file() and out.resolve() == Path(release.root).resolve():
+    root = Path(release.root).resolve()
+    if (root / DESCRIPTOR).is_file() and out.resolve() == root:
         raise OutputExistsError(f"{out} is the release itself: give the evaluation a folder of its own (e.g. runs/{name}).")
+    if (root / DESCRIPTOR).is_file() and root in out.resolve().parents:  # `umd verify` would list its files as orphans
+        raise OutputExistsError(f"{out} lies inside the release {release.root}: give the evaluation a folder outside it "
+                                f"(e.g. runs/{name}).")
     index, count = config.resolved_shard()
     organs = [release.schema.organ(o) for o in (config.organs or release.schema.slugs)]  # checked before anything is written
     selected = list(release.select(split=config.split, domain=list(config.domains)))
@@ -343,7 +347,7 @@ def evaluate(
         run["about"] = str(model.about)
     config_path = out / "config.json"
     if config_path.is_file():
-        differences = setting_differences(read_json(config_path), run)
+        differences = setting_differences(read_json(config_path), run, name=_setting_name)
         if differences:
             raise JobMismatchError(
                 f"{out} holds a run with other settings (" + "; ".join(differences) + "); use another folder to start "
@@ -357,6 +361,25 @@ def evaluate(
     with open(path, "ab") as handle:
         lock_open_file(handle, "an evaluation of this shard")  # a second run of the same shard is refused at once
         return _score(model, kind, release, out, config, name, progress, records, organs, path, handle, (index, count))
+
+
+_FLAGS = {"config.split": "--split", "config.domains": "--domains", "config.organs": "--organs", "config.prompt.kind": "--prompt",
+          "config.prompt.point": "--point", "config.prompt.k": "--k", "config.prompt.box_jitter_mm": "--box-jitter-mm",
+          "config.prompt.iterations": "--iterations", "config.prompt.seed": "--seed", "model": "--model (or --name)",
+          "kind": "--kind"}
+
+
+def _setting_name(key: str) -> str:
+    """A setting of config.json as the error names it: its field for Python, its flag for the command line."""
+    if key in _FLAGS:
+        return spell(key, _FLAGS[key])
+    if key.startswith("reported."):
+        return spell(key, f"--reported {key.split('.', 1)[1]}=")
+    if key.startswith("protocol."):
+        return spell(key, "--protocol")
+    if key.startswith("release."):
+        return spell(key, f"the release ({key})")
+    return key
 
 
 def _score(model, kind, release, out: Path, config: EvalConfig, name: str, progress: bool, records, organs, path: Path,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
-from umd_dataset.errors import InputNotFoundError, InvalidOptionError, check_choice
+from umd_dataset.errors import InputNotFoundError, InvalidOptionError, check_choice, spelled
 from umd_dataset.ingest.pseudonym import Redactor, keyed_hash
 from umd_dataset.labels.harmonize import HarmonizeOptions
 from umd_dataset.schema.sources import load_source
@@ -209,6 +209,14 @@ class IngestReport:
     redact: Redactor = field(default_factory=Redactor, repr=False)
 
     def __str__(self) -> str:
+        return self.redact(spelled(self.marked(), cli=False))
+
+    def for_cli(self) -> str:
+        """The report as the command line prints it: options named by their flags."""
+        return self.redact(spelled(self.marked(), cli=True))
+
+    def marked(self) -> str:
+        """The report's text with the `umd_dataset.errors.spell` markers of its failures kept (not redacted)."""
         lines = [f"studies written: {len(self.written)} (kept from an earlier run: {len(self.resumed)})"]
         lines += [f"failed: {key}: {why}" for key, why in self.failed.items()]
         lines += [f"left out: {what}" for what in self.left_out]
@@ -217,4 +225,4 @@ class IngestReport:
             shown = ", ".join(self.skipped_examples[:5]) + (", ..." if self.skipped_files > len(self.skipped_examples[:5]) else "")
             lines.append(f"non-DICOM files skipped: {self.skipped_files} ({shown})" if shown else f"non-DICOM files skipped: {self.skipped_files}")
         lines += [f"note: {note}" for note in self.notes]
-        return self.redact("\n".join(lines))
+        return "\n".join(lines)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from umd_dataset.errors import IngestError, IngestInputError, LabelOverlapError, spell
+from umd_dataset.errors import IngestError, IngestInputError, LabelOverlapError, marked_message, spell
 from umd_dataset.io.files import write_json
 from umd_dataset.io.geometry import Geometry
 from umd_dataset.io.jobs import Progress, run_items
@@ -254,7 +254,7 @@ def run_jobs(
             def finish(job: StudyJob, result) -> None:
                 key = f"{job.subject}/{job.study}"
                 if isinstance(result, BaseException):
-                    report.failed[key] = f"{type(result).__name__}: {result}"
+                    report.failed[key] = f"{type(result).__name__}: {marked_message(result)}"  # spelled when printed
                     shutil.rmtree(root / "subjects" / job.subject / job.study, ignore_errors=True)  # files of no manifest row
                 else:
                     writer.record_study(result.records)
@@ -269,7 +269,7 @@ def run_jobs(
         if report.failed and not options.skip_failed:
             raise IngestError(
                 f"{len(report.failed)} of {len(jobs)} studies failed; the release is not finalized (finished studies are kept: "
-                f"fix the input and run the same command again, or pass {spell('skip_failed=True', '--skip-failed')} to finish without them).\n{report}",
+                f"fix the input and run the same command again, or pass {spell('skip_failed=True', '--skip-failed')} to finish without them).\n{report.redact(report.marked())}",
                 report,
             )
         written = {(s, st) for s, st in writer.finished}

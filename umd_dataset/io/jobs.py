@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -48,10 +49,14 @@ def _flatten(value: object, prefix: str = "") -> dict[str, object]:
 _UNSET = object()
 
 
-def setting_differences(previous: Mapping, current: Mapping, private: Iterable[str] = ()) -> tuple[str, ...]:
+def setting_differences(
+    previous: Mapping, current: Mapping, private: Iterable[str] = (), name: Callable[[str], str] = str
+) -> tuple[str, ...]:
     """One line per setting that differs: ``"subjects: 20 before, 6 now"``.
 
     Settings named in `private` (or below them, dotted) are named but their values never shown.
+    `name` turns a dotted key into the words the line uses for it (e.g. `umd_dataset.errors.spell`
+    of the key and its command-line flag).
     """
     before, now = _flatten(_jsonable(previous)), _flatten(_jsonable(current))
     hidden = tuple(private)
@@ -60,10 +65,10 @@ def setting_differences(previous: Mapping, current: Mapping, private: Iterable[s
         if before.get(key, _UNSET) == now.get(key, _UNSET):
             continue
         if any(key == p or key.startswith(p + ".") for p in hidden):
-            lines.append(f"{key}: differs (value not shown)")
+            lines.append(f"{name(key)}: differs (value not shown)")
         else:
             shown = ["not set" if side.get(key, _UNSET) is _UNSET else json.dumps(side[key]) for side in (before, now)]
-            lines.append(f"{key}: {shown[0]} before, {shown[1]} now")
+            lines.append(f"{name(key)}: {shown[0]} before, {shown[1]} now")
     return tuple(lines)
 
 
@@ -221,7 +226,10 @@ class Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit)
+            # on a terminal the bar redraws in place; in a log (no TTY) every redraw is a new line,
+            # so redraw at most every 15 s there: a short job logs its start and its end, once each
+            interval = 0.1 if sys.stderr.isatty() else 15.0
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, mininterval=interval)
 
     def update(self, n: int = 1) -> None:
         if self._bar is not None:
