@@ -48,6 +48,8 @@ def test_every_readme_example_runs(tmp_path):
                     continue
                 result = _run(words, tmp_path)
                 assert result.returncode == 0, f"{shlex.join(words)} failed:\n{result.stdout}\n{result.stderr}"
+                if words[:2] == ["umd", "demo"]:  # it says where it writes (issue 12, item 17)
+                    assert f"umd demo: writing into {tmp_path / 'umd-demo'}" in result.stdout
         elif lang == "python":
             result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
             assert result.returncode == 0, f"README Python block failed:\n{code}\n{result.stderr}"

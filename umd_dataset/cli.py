@@ -373,6 +373,7 @@ def demo(
     from umd_dataset.release.index import open_release
     from umd_dataset.synthetic.release import SynthConfig, synthesize
 
+    typer.echo(f"umd demo: writing into {out.resolve()}: UMD-mini (about 20 MB), the trained model and two evaluation runs")
     root = out / "umd-mini"
     release = open_release(root) if (root / DESCRIPTOR).is_file() else synthesize(root, SynthConfig(), progress=True)
     typer.echo(str(release.summary()))

@@ -23,10 +23,12 @@ scaled coordinates instead moves exact ties (a distance equal to a tolerance) by
 changes NSD by several percent at spacings such as 0.4 mm.
 
 What is faster than the reference (same numbers to 1e-12): neighbour codes with bit operations
-instead of a float correlation; nearest-surfel distances with a k-d tree over surfels only, queried
-only for the surfels the other surface does not share (a good prediction shares most), instead of
-two Euclidean distance transforms over the bounding box; a vectorised sort; and, for a whole label
-map, every organ cropped to its own bounding box, all found in one pass (`organ_metrics`).
+instead of a float correlation; nearest-surfel distances only for the surfels the other surface
+does not share (a good prediction shares most), found first by trying index offsets shortest
+first (exact: the first offset that lands on the other surface is the nearest) and otherwise in a
+k-d tree over surfels, instead of two Euclidean distance transforms over the bounding box; a
+vectorised sort; and, for a whole label map, every organ cropped to its own bounding box, all
+found in one threaded pass of bit masks (`label_boxes`, `organ_metrics`).
 
 Edge cases (R reference, P prediction), used consistently in every aggregate:
 
@@ -47,6 +49,7 @@ where both masks are non-empty.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -61,6 +64,7 @@ __all__ = [
     "CaseMetrics",
     "case_metrics",
     "organ_metrics",
+    "label_boxes",
     "dice",
 ]
 
@@ -137,7 +141,6 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing_mm,
     Raises:
         MaskValueError: a mask that is not bool, or masks of different shapes.
     """
-    from scipy.spatial import cKDTree
 
     _check_bool("reference", reference)
     _check_bool("prediction", prediction)
@@ -158,31 +161,87 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing_mm,
         areas.append(table[code[border]])
     scale = np.asarray(spacing)
 
-    def directed(border, own_areas, other):
+    points = [np.argwhere(border) for border in borders]  # each surface's surfels, found once for both directions
+
+    def directed(border, own_points, own_areas, other, other_points):
         """Distances from the surfels of `border` to the nearest surfel of `other` (k-d tree over
         surfels; a surfel that coincides with one of the other surface is at distance 0). The
         distance is recomputed from the integer index difference, as the reference does."""
-        if not border.any():
+        if not len(own_points):
             return empty, empty
-        distances = np.zeros(int(border.sum()))
-        if not other.any():
+        distances = np.zeros(len(own_points))
+        if not len(other_points):
             distances[:] = np.inf
         else:
-            apart = ~other[border]  # surfels not shared with the other surface
+            apart = ~other[border]  # surfels not shared with the other surface (argwhere order: C order, as border[...])
             if apart.any():
-                targets = np.argwhere(other)
-                tree = cKDTree(targets * scale, balanced_tree=False, compact_nodes=False)  # faster to build and query here
-                sources = np.argwhere(border)[apart]
-                _, nearest = tree.query(sources * scale, k=1, workers=-1 if workers is None else workers)
-                step = (targets[nearest] - sources).astype(np.float64) * scale
-                step *= step
-                distances[apart] = np.sqrt(step[:, 0] + step[:, 1] + step[:, 2])
+                distances[apart] = _nearest_distances(other, other_points, own_points[apart], scale, workers)
         order = np.lexsort((own_areas, distances))
         return distances[order], own_areas[order]
 
-    d_rp, a_r = directed(borders[0], areas[0], borders[1])
-    d_pr, a_p = directed(borders[1], areas[1], borders[0])
+    d_rp, a_r = directed(borders[0], points[0], areas[0], borders[1], points[1])
+    d_pr, a_p = directed(borders[1], points[1], areas[1], borders[0], points[0])
     return SurfaceDistances(d_rp, a_r, d_pr, a_p)
+
+
+def _length(steps: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """sqrt(sum((step * spacing)^2)) of integer index steps (n, 3), one expression for every path."""
+    step = steps.astype(np.float64) * scale
+    step *= step
+    return np.sqrt(step[:, 0] + step[:, 1] + step[:, 2])
+
+
+NEAR_MM = 3.0  # index offsets up to this length are tried before the k-d tree
+
+
+@lru_cache(maxsize=64)
+def _offsets(spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every non-zero integer offset no longer than ``max(NEAR_MM, coarsest spacing)``, by length
+    (stable for ties), with its length and the half widths of the box they fill."""
+    scale = np.asarray(spacing)
+    radius = max(NEAR_MM, float(scale.max()))
+    half = np.floor(radius / scale + 1e-9).astype(int)
+    grid = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), -1).reshape(-1, 3)
+    lengths = _length(grid, scale)
+    keep = (lengths > 0) & (lengths <= radius)
+    order = np.argsort(lengths[keep], kind="stable")
+    return grid[keep][order], lengths[keep][order], half
+
+
+def _nearest_distances(other: np.ndarray, other_points: np.ndarray, sources: np.ndarray, scale: np.ndarray, workers) -> np.ndarray:
+    """The distance (mm) from each source index to the nearest True voxel of `other`, from the
+    integer index difference.
+
+    First by offsets, shortest first: a source is resolved by the first offset that lands on a
+    surfel of `other`, and no shorter offset did, so that length is its exact distance (a good
+    prediction's surfels are mostly a voxel or two from the reference's). Offsets stop paying off
+    when a pass resolves few sources; the rest are queried in a k-d tree over `other`'s surfels.
+    """
+    from scipy.spatial import cKDTree
+
+    distances = np.full(len(sources), np.inf)
+    offsets, lengths, half = _offsets(tuple(float(v) for v in scale))
+    padded = np.zeros(tuple(np.asarray(other.shape) + 2 * half), bool)
+    padded[tuple(slice(h, h + n) for h, n in zip(half, other.shape))] = other
+    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], dtype=np.int64)
+    flat = padded.ravel()
+    at = (sources + half) @ strides
+    deltas = offsets @ strides
+    todo = np.arange(len(sources))
+    for index, (delta, length) in enumerate(zip(deltas, lengths)):
+        hit = flat[at[todo] + delta]
+        found = int(np.count_nonzero(hit))
+        if found:
+            distances[todo[hit]] = length
+            todo = todo[~hit]
+        if not len(todo) or (index >= 6 and found * 40 < len(todo)):  # a tree query costs about 40 passes
+            break
+    if len(todo):
+        rest = sources[todo]
+        tree = cKDTree(other_points * scale, leafsize=32, balanced_tree=False, compact_nodes=False)  # faster to build and query here
+        _, nearest = tree.query(rest * scale, k=1, workers=-1 if workers is None else workers)
+        distances[todo] = _length(other_points[nearest] - rest, scale)
+    return distances
 
 
 def _percentile(distances: np.ndarray, areas: np.ndarray, percent: float) -> float:
@@ -274,6 +333,47 @@ def case_metrics(
                        surface_pred_mm2=areas[1], **counts)
 
 
+def label_boxes(labels: np.ndarray, top: int, workers: int | None = None) -> list[tuple[slice, slice, slice] | None]:
+    """The bounding box of each label 1..`top` of a 3D label map, as `scipy.ndimage.find_objects`
+    gives them (None for a label that is absent), in about half its time and in `workers` threads.
+
+    Each voxel's label becomes one bit (``1 << label``), and the bits are OR-reduced onto the
+    three axes, a block of slices at a time; a label's box spans the first to the last index whose
+    bits hold it. Maps with labels outside 0..63 go to `find_objects`.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scipy import ndimage
+
+    labels = labels if labels.dtype.kind in "ui" else np.asarray(labels, dtype=np.int32)
+    low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    if labels.ndim != 3 or low < 0 or high > 63:
+        return ndimage.find_objects(labels, max_label=top)
+    bits = np.uint16 if high < 16 else np.uint32 if high < 32 else np.uint64
+    one = bits(1)
+
+    def block(start: int):
+        part = np.left_shift(one, labels[start : start + 16], dtype=bits, casting="unsafe")  # values are 0..63 here
+        per_row = np.bitwise_or.reduce(part, axis=2)  # (slices, Y)
+        return np.bitwise_or.reduce(per_row, axis=1), np.bitwise_or.reduce(per_row, axis=0), np.bitwise_or.reduce(part, axis=(0, 1))
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:  # numpy's loops release the GIL
+        parts = list(pool.map(block, range(0, labels.shape[0], 16)))
+    projections = (
+        np.concatenate([p[0] for p in parts]),
+        np.bitwise_or.reduce(np.stack([p[1] for p in parts]), axis=0),
+        np.bitwise_or.reduce(np.stack([p[2] for p in parts]), axis=0),
+    )
+    boxes: list[tuple[slice, slice, slice] | None] = []
+    for label in range(1, top + 1):
+        if label > high:
+            boxes.append(None)
+            continue
+        where = [np.flatnonzero(projection & (one << bits(label))) for projection in projections]
+        boxes.append(None if any(len(w) == 0 for w in where) else tuple(slice(int(w[0]), int(w[-1]) + 1) for w in where))
+    return boxes
+
+
 def organ_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_mm, organ_ids, tolerances_mm=(1.0, 2.0), workers: int | None = None) -> dict[int, CaseMetrics]:
     """Metrics of every organ of two label maps, each organ cropped to the bounding box it has in
     either map (found for all organs in one pass with `scipy.ndimage.find_objects`); organs are
@@ -281,14 +381,11 @@ def organ_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_mm, org
     organ's nearest-surfel queries in one."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from scipy import ndimage
-
     if reference.shape != prediction.shape:
         raise MaskValueError(f"label maps of different shapes: {reference.shape} and {prediction.shape}")
     top = max(organ_ids)
-    as_int = lambda a: a if a.dtype.kind in "ui" else np.asarray(a, dtype=np.int32)  # noqa: E731
-    boxes_ref = ndimage.find_objects(as_int(reference), max_label=top)
-    boxes_pred = ndimage.find_objects(as_int(prediction), max_label=top)
+    boxes_ref = label_boxes(reference, top, workers)
+    boxes_pred = label_boxes(prediction, top, workers)
     diagonal = float(np.linalg.norm(np.asarray(reference.shape) * np.asarray(spacing_mm, dtype=float)))
 
     def one(organ: int) -> CaseMetrics:
@@ -297,8 +394,6 @@ def organ_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_mm, org
             return case_metrics(np.zeros((1, 1, 1), bool), np.zeros((1, 1, 1), bool), spacing_mm, tolerances_mm, diagonal, 1)
         region = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
         return case_metrics(reference[region] == organ, prediction[region] == organ, spacing_mm, tolerances_mm, diagonal, 1)
-
-    import os
 
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         return dict(zip(organ_ids, pool.map(one, organ_ids)))
