@@ -5,7 +5,7 @@ folder, touches no network, and imports neither torch, torchio, nibabel, pandas 
 Nothing inside the package imports this module: each part imports the module that owns a name.
 
 Functions:
-    open_release, load_dataset, export_hf, evaluate, synthesize, harmonize, coverage, load_schema,
+    open_release, load_dataset, split_by_node, export_hf, evaluate, synthesize, harmonize, coverage, load_schema,
     modalities, load_source, list_sources
 
 Classes:
@@ -66,6 +66,7 @@ _LAZY = {
     "HarmonizeOptions": "umd_dataset.labels.harmonize",
     "Harmonized": "umd_dataset.labels.harmonize",
     "load_dataset": "umd_dataset.views.hf",
+    "split_by_node": "umd_dataset.views.hf",
     "export_hf": "umd_dataset.views.export",
     "evaluate": "umd_dataset.evaluation.runner",
     "EvalConfig": "umd_dataset.evaluation.runner",
@@ -102,4 +103,4 @@ if TYPE_CHECKING:
     from umd_dataset.schema.studies import modalities
     from umd_dataset.synthetic.release import SynthConfig, synthesize
     from umd_dataset.views.export import export_hf
-    from umd_dataset.views.hf import load_dataset
+    from umd_dataset.views.hf import load_dataset, split_by_node

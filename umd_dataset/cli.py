@@ -144,15 +144,15 @@ def ingest(
 def export_hf(
     root: Path = typer.Argument(..., metavar="ROOT", help="Release folder."),
     out: Path = typer.Argument(..., metavar="OUT", help="Output folder: Parquet shards with the NIfTI bytes embedded, and a dataset card."),
-    min_shards: int = typer.Option(16, help="Shards per split at least (one per row if fewer rows), for multi-node streaming."),
+    min_shards: int = typer.Option(16, help="Shards per split: a multiple of this (one per subject if fewer subjects); every shard holds whole subjects, so streaming split_dataset_by_node gives whole subjects on any number of nodes dividing it (umd_dataset.split_by_node on any number)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:
-    """Write a Hub-ready copy that stock `datasets.load_dataset(OUT, "petct")` loads."""
+    """Write a Hub-ready copy (Parquet shards of whole subjects, dataset card, croissant.json) that stock `datasets.load_dataset(OUT)` loads."""
     from umd_dataset.views.export import export_hf as run
     from umd_dataset.release.index import open_release
 
     path = run(open_release(root), out, min_shards=min_shards, overwrite=overwrite, progress=True)
-    typer.echo(f"wrote {path}: load it with datasets.load_dataset({str(path)!r}, 'petct')")
+    typer.echo(f"wrote {path}: load it with datasets.load_dataset({str(path)!r})  # config petct by default; petmri, paired")
 
 
 cache_app = typer.Typer(help="The chunked patch cache of a release.", no_args_is_help=True)

@@ -49,3 +49,34 @@ def test_no_other_module_tells_the_names_apart():
                 if {"umd", "umd-mini"} & set(constants):
                     offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_a_wrong_version_points_to_the_release_beside_it(release_copy):
+    import shutil
+
+    from helpers import edit_descriptor
+    from umd_dataset import ReleaseVersionError, open_release
+
+    newer = release_copy.parent / "UMD-test-2"
+    shutil.copytree(release_copy, newer)
+    edit_descriptor(newer, lambda d: d.update(version="2.0.0"))
+    with pytest.raises(ReleaseVersionError) as caught:
+        resolve_release(release_copy, version="2.0.0")
+    message = str(caught.value)
+    assert f"holds UMD-test version 1.0.0, not 2.0.0. The UMD-test 2.0.0 release is beside it, at {newer}: " in message
+    assert f"pass data_dir='{newer}'." in message and "give that folder." in caught.value.for_cli()
+    assert resolve_release(newer, version="2.0.0").info.version == "2.0.0"
+    with pytest.raises(ReleaseVersionError, match=r"not 3\.0\.0\. Releases beside it: UMD-test 2\.0\.0 at .*UMD-test-2\. "
+                                                   r"Versions other than the ones on this machine"):
+        resolve_release(release_copy, version="3.0.0")
+    assert resolve_release(open_release(release_copy), version="1.0.0").info.version == "1.0.0"
+
+
+def test_umd_mini_is_not_generated_for_a_version_it_never_has(monkeypatch, tmp_path):
+    from umd_dataset import ReleaseVersionError
+
+    monkeypatch.setenv("UMD_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ReleaseVersionError, match=r"exists in version 1\.0\.0 only, not 1\.0\. Did you mean '1\.0\.0'\?.*"
+                                                   r"SynthConfig\(version='1\.0'\)"):
+        resolve_release("umd-mini", version="1.0")
+    assert not (tmp_path / "cache").exists()

@@ -8,12 +8,13 @@ import pytest
 from helpers import edit_manifest
 from umd_dataset import VerificationError, open_release
 from umd_dataset.io import read_nifti, write_nifti
+from umd_dataset.release.writer import write_metadata
 
 
 def test_generated_release_verifies(small_release):
     report = small_release.verify(deep=True)
     assert report.ok, str(report)
-    assert report.files_checked == 40
+    assert report.files_checked == 40 + 5  # 20 scans and their label maps, and the 5 files release.json lists
     assert "no problem found" in str(report)
     report.raise_if_failed()
 
@@ -72,6 +73,7 @@ def test_deep_verify_finds_label_values_outside_the_schema(release_copy):
                 row["label_bytes"] = release.label_path(scan).stat().st_size
 
     edit_manifest(release_copy, change)
+    write_metadata(open_release(release_copy))  # croissant.json records the manifest's sha256: describe the new one
     release = open_release(release_copy)
     assert release.verify().ok  # header and checksum agree
     problems = [p for p in release.verify(deep=True).problems if p.path == scan.label]

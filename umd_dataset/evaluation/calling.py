@@ -166,7 +166,10 @@ class ModelCaller:
                 raise ModelTimeout(f"timed out after {self.timeout_s:g} s (its worker process was killed)")
             status, value = self._connection.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
-            code = self._worker.exitcode if self._worker is not None else None
+            code = None
+            if self._worker is not None:
+                self._worker.join(5)  # the pipe closes a moment before the process has ended: wait for its exit code
+                code = self._worker.exitcode
             self._stop()
             raise ModelError(f"the model's worker process ended (exit code {code}) without returning a prediction") from None
         if status == "error":

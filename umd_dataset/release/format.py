@@ -7,6 +7,8 @@ A release is a folder::
     manifest.parquet                  one row per scan (a `ScanRecord`; columns from its fields)
     labels.json                       the label schema the label maps use
     splits.json                       split -> subjects (a subject's studies share its split)
+    README.md                         what the folder is and how to load it (optional)
+    croissant.json                    Croissant metadata of the release (optional)
     subjects/<subject>/<study>/<scan>.nii.gz          the scan
     subjects/<subject>/<study>/<scan>_labels.nii.gz   its label map, on the scan's own grid
 
@@ -35,6 +37,8 @@ __all__ = [
     "LABELS",
     "SPLITS",
     "PROVENANCE",
+    "README",
+    "CROISSANT",
     "PARTIAL_DIR",
     "ScanRecord",
     "ReleaseCounts",
@@ -56,6 +60,12 @@ LABELS = "labels.json"
 SPLITS = "splits.json"
 #: An ingested study's record of how it was made, ``subjects/<subject>/<study>/provenance.json`` (optional).
 PROVENANCE = "provenance.json"
+#: What a release says to people and to stock `datasets.load_dataset` (which it refuses, naming
+#: `umd_dataset.load_dataset`). Written by `ReleaseWriter` and listed with its sha256 in the
+#: descriptor's ``files``; releases written before it existed have none and stay valid.
+README = "README.md"
+#: The release's Croissant metadata (`umd_dataset.release.croissant`); optional like `README`.
+CROISSANT = "croissant.json"
 PARTIAL_DIR = ".umd-partial"
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -233,7 +243,9 @@ class ReleaseInfo:
         format_version: version of the on-disk format, ``"<major>.<minor>"``.
         label_schema: key of the label schema (``"umd-v1"``), whose full text is ``labels.json``.
         counts: subjects, studies per kind, scans per domain, paired subjects (`ReleaseCounts`).
-        files: sha256 of ``manifest.parquet``, ``labels.json`` and ``splits.json``.
+        files: sha256 of ``manifest.parquet``, ``labels.json`` and ``splits.json`` (and, in
+            releases written since they exist, of ``README.md`` and ``croissant.json``); opening
+            a release checks every file listed here.
         license, citation, description: as in the dataset card.
         synthetic: the generator settings for a synthetic release, else None.
         created_with: ``"umd_dataset <version>"``.

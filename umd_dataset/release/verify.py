@@ -17,7 +17,17 @@ from umd_dataset.errors import UMDError, UnsafePathError, VerificationError
 from umd_dataset.io.files import sha256_file
 from umd_dataset.io.jobs import track
 from umd_dataset.io.nifti import read_nifti, read_nifti_header
-from umd_dataset.release.format import DESCRIPTOR, LABELS, MANIFEST, PARTIAL_DIR, PROVENANCE, SPLITS, ScanRecord
+from umd_dataset.release.format import (
+    CROISSANT,
+    DESCRIPTOR,
+    LABELS,
+    MANIFEST,
+    PARTIAL_DIR,
+    PROVENANCE,
+    SPLITS,
+    ScanRecord,
+    safe_relative_path,
+)
 
 __all__ = ["Problem", "VerificationReport", "verify_release"]
 
@@ -29,7 +39,8 @@ class Problem:
     Attributes:
         path: path relative to the release root.
         kind: ``missing``, ``unsafe_path``, ``checksum``, ``size``, ``unreadable``, ``geometry``,
-            ``dtype``, ``labels``, ``orphan`` or ``leftover``.
+            ``dtype``, ``labels``, ``stale`` (a ``croissant.json`` that describes other files),
+            ``orphan`` or ``leftover``.
         message: what was expected, what was found, and what to do.
     """
 
@@ -81,7 +92,10 @@ def verify_release(
         workers: threads for hashing and decoding (default: up to 8, by CPU count).
         progress: show a progress bar.
 
-    Files that no manifest row names (besides the index files, ingest's per-study
+    The files the descriptor lists (``manifest.parquet``, ``labels.json``, ``splits.json`` and, in
+    releases written since they exist, ``README.md`` and ``croissant.json``) are hashed again
+    against ``release.json``, and every file ``croissant.json`` names must have the sha256 it
+    records there. Files that no manifest row names (besides those, ingest's per-study
     ``provenance.json`` and the ``.umd-cache`` patch cache) are listed as orphans, and a job
     folder left behind by a killed writer as leftover.
 
@@ -99,14 +113,40 @@ def verify_release(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for found in track(pool.map(check, jobs), total=len(jobs), desc="verify", unit="file", enabled=progress):
             problems.extend(found)
-    problems += _unlisted(release)
-    return VerificationReport(root=release.root, files_checked=len(jobs), problems=problems)
+    index = _index_files(release)
+    problems = index + problems + _unlisted(release)
+    return VerificationReport(root=release.root, files_checked=len(jobs) + len(release.info.files), problems=problems)
 
 
-#: Files and folders of a release that no manifest row names, by design: the index files, the
-#: per-study provenance records of ingest, and the patch cache (derived data).
+#: Files and folders of a release that no manifest row names, by design: the index files (and
+#: whatever else the descriptor lists with its sha256), the per-study provenance records of ingest,
+#: and the patch cache (derived data).
 _INDEX_FILES = (DESCRIPTOR, MANIFEST, LABELS, SPLITS)
 _DERIVED = (".umd-cache",)
+
+
+def _index_files(release) -> list[Problem]:
+    """The files the descriptor lists, against their sha256 there; ``croissant.json`` against the
+    files it names."""
+    root = Path(release.root)
+    problems = []
+    for name, expected in sorted(release.info.files.items()):
+        try:
+            path = safe_relative_path(root, name)
+        except UnsafePathError as error:
+            problems.append(Problem(name, "unsafe_path", str(error)))
+            continue
+        if not path.is_file():
+            problems.append(Problem(name, "missing", f"{DESCRIPTOR} lists it. Restore it from the original release."))
+        elif (digest := sha256_file(path)) != expected:
+            problems.append(Problem(name, "checksum", f"sha256 {digest} != {DESCRIPTOR} {expected}: the file changed "
+                                    "or is corrupt. Restore it from the original release."))
+    if CROISSANT in release.info.files and (root / CROISSANT).is_file():
+        from umd_dataset.release.croissant import croissant_problems
+
+        problems += [Problem(path, "stale", message + " Restore the release's croissant.json, or write it again with "
+                             "umd_dataset.release.writer.write_metadata(release).") for path, message in croissant_problems(root)]
+    return problems
 
 
 def _unlisted(release) -> list[Problem]:
@@ -121,7 +161,7 @@ def _unlisted(release) -> list[Problem]:
         relative_folder = Path(folder).relative_to(root).as_posix()
         if relative_folder == ".":
             dirs[:] = [d for d in dirs if d not in _DERIVED and d != PARTIAL_DIR]
-            files = [f for f in files if f not in _INDEX_FILES]
+            files = [f for f in files if f not in _INDEX_FILES and f not in release.info.files]
         for name in files:
             relative = name if relative_folder == "." else f"{relative_folder}/{name}"
             if relative in named or (name == PROVENANCE and relative.startswith("subjects/")):

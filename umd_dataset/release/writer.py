@@ -7,22 +7,25 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from umd_dataset._version import __version__
 from umd_dataset.errors import OutputExistsError, ReleaseFormatError
-from umd_dataset.io.files import atomic_path, sha256_file, write_json
+from umd_dataset.io.files import atomic_path, read_json, sha256_file, write_json
 from umd_dataset.io.geometry import spacing_from_affine
 from umd_dataset.io.jobs import FolderLock, JobFolder
 from umd_dataset.io.nifti import write_nifti
 from umd_dataset.release.format import (
+    CROISSANT,
     DESCRIPTOR,
     FORMAT_VERSION,
     LABELS,
     MANIFEST,
     PARTIAL_DIR,
+    README,
     SPLITS,
     ReleaseCounts,
     ReleaseInfo,
@@ -35,7 +38,7 @@ from umd_dataset.release.format import (
 from umd_dataset.schema.organs import LabelSchema
 from umd_dataset.schema.studies import modalities
 
-__all__ = ["ReleaseWriter", "write_scan", "scratch_dir"]
+__all__ = ["ReleaseWriter", "write_scan", "scratch_dir", "write_metadata", "readme_text", "STOCK_DATASETS_MESSAGE"]
 
 
 def scratch_dir(root: str | os.PathLike) -> Path:
@@ -168,7 +171,7 @@ class ReleaseWriter:
             )
         if overwrite and (complete or partial):
             (root / DESCRIPTOR).unlink(missing_ok=True)  # first: the folder stops passing for a release
-            for name in (MANIFEST, LABELS, SPLITS, "subjects", PARTIAL_DIR):
+            for name in (MANIFEST, LABELS, SPLITS, README, CROISSANT, "subjects", PARTIAL_DIR):
                 target = root / name
                 if target.is_dir():
                     shutil.rmtree(target)
@@ -221,7 +224,13 @@ class ReleaseWriter:
         description: str = "",
         synthetic: dict | None = None,
     ) -> Path:
-        """Write manifest, label schema, splits and, last, the descriptor; remove the job folder.
+        """Write manifest, label schema, splits, ``README.md`` and ``croissant.json`` and, last, the
+        descriptor (with the sha256 of all five); remove the job folder.
+
+        ``README.md`` says what the folder is; its YAML header makes stock
+        `datasets.load_dataset(folder)` refuse the folder with a message naming
+        `umd_dataset.load_dataset` (see `readme_text`). ``croissant.json`` is the release's Croissant
+        metadata (`umd_dataset.release.croissant.release_croissant`).
 
         Args:
             expected: the (subject, study) pairs the release must hold; finalizing with one of
@@ -260,7 +269,82 @@ class ReleaseWriter:
             synthetic=synthetic,
             created_with=f"umd_dataset {__version__}",
         )
+        info = _write_metadata(self.root, info, self.schema, split_lists, tmp)
         write_json(self.root / DESCRIPTOR, info.to_dict(), tmp)
         self.job.remove()
         self.lock.release()
         return self.root
+
+
+def _write_metadata(root: Path, info: ReleaseInfo, schema: LabelSchema, splits: Mapping[str, Sequence[str]],
+                    tmp: Path | None) -> ReleaseInfo:
+    """Write ``README.md`` and ``croissant.json`` (from the index files, whose sha256 `info` holds);
+    return `info` with their sha256 added to its ``files``."""
+    from umd_dataset.release.croissant import release_croissant, write_croissant
+
+    index = {name: info.files[name] for name in (MANIFEST, LABELS, SPLITS)}
+    with atomic_path(root / README, tmp) as path:
+        path.write_text(readme_text(info), encoding="utf-8")
+    files = {**info.files, README: sha256_file(root / README)}
+    files[CROISSANT] = write_croissant(root / CROISSANT, release_croissant(info, schema, splits, index), tmp)
+    return replace(info, files=files)
+
+
+def write_metadata(release) -> Path:
+    """Write (again) the ``README.md`` and ``croissant.json`` of an opened release, from its index,
+    and record their sha256 in ``release.json``: for a release written before they existed, or
+    whose ``croissant.json`` `umd verify` reports stale after its index was edited on purpose.
+    Nothing else changes; the descriptor is replaced in one rename.
+
+    Args:
+        release: an opened `umd_dataset.release.index.Release`.
+
+    Raises:
+        FolderBusyError: another process is writing the release.
+    """
+    root = Path(release.root)
+    with FolderLock(root, "a release writer"):
+        info = _write_metadata(root, release.info, release.schema, release.splits, None)
+        descriptor = read_json(root / DESCRIPTOR)  # as written: fields this version does not know stay
+        descriptor["files"] = info.files
+        write_json(root / DESCRIPTOR, descriptor)
+    return root
+
+
+#: The message stock `datasets.load_dataset` shows for a release folder. It is the ``data_files``
+#: path of the README's configs, which datasets resolves first and reports as not found; it holds
+#: no glob character (``*?[]``), no ``::`` and no ``:``.
+STOCK_DATASETS_MESSAGE = (
+    "This folder is a UMD release, not a Hugging Face dataset folder - load it with "
+    "umd_dataset.load_dataset(folder, config) (pip install umd-dataset), or export it with umd export-hf "
+    "and load the export with datasets.load_dataset"
+)
+
+
+def readme_text(info: ReleaseInfo) -> str:
+    """The ``README.md`` of a release: what the folder is and how to load it, for people; for stock
+    `datasets.load_dataset`, a YAML header whose ``configs`` name no data file but
+    `STOCK_DATASETS_MESSAGE`, so that `datasets` refuses the folder with that message
+    (``FileNotFoundError: Unable to find '<folder>/This folder is a UMD release ...'``) instead of
+    loading every NIfTI file of every scan and label map as one column of one "train" split.
+    """
+    import yaml
+
+    configs = [{"config_name": "default", "data_files": STOCK_DATASETS_MESSAGE}]
+    header = {"license": info.license.lower() or "other", "pretty_name": f"{info.name} {info.version} (a UMD release folder)",
+              "configs": configs}
+    return (
+        "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000) + "---\n\n"
+        f"# {info.name} {info.version}\n\n"
+        f"This folder is a release of {info.name} in the `umd-release` format {info.format_version}, label schema "
+        f"`{info.label_schema}`: {info.counts.subjects} subjects, {info.counts.paired_subjects} of them with both a PET/CT "
+        "and a PET/MRI study. `release.json` describes it, `manifest.parquet` lists every scan with its checksums, "
+        "`croissant.json` is its Croissant metadata.\n\n"
+        "Load it with umd_dataset (`pip install umd-dataset`), which checks every file it reads against the manifest:\n\n"
+        "```python\nimport umd_dataset\n"
+        "train = umd_dataset.load_dataset(\"path/to/this/folder\", \"petct\", split=\"train\")  # or petmri, paired\n```\n\n"
+        "Check every file with `umd verify path/to/this/folder`. Stock `datasets.load_dataset` refuses this folder on "
+        "purpose (it would read every image and label map as one column of one split): for stock `datasets`, export it "
+        "with `umd export-hf path/to/this/folder OUT` and load `OUT`.\n"
+        + (f"\nLicence: {info.license}. Citation: {info.citation}.\n" if info.license or info.citation else "")
+    )

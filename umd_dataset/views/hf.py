@@ -11,10 +11,16 @@ Configs (one `datasets.Features` each, built from the release index, nothing re-
 Which `datasets.load_dataset` routes work, and why: datasets 4+ has no loading scripts, and a bare
 name like ``"umd"`` resolves only to a folder ``./umd``, the Hub, or a private registry of packaged
 builders. So ``umd_dataset.load_dataset("umd", ...)`` is the supported entry point (it reads the
-release index directly); ``datasets.load_dataset(folder, "petct")`` works, with stock datasets and
-no umd_dataset installed, on a folder written by `umd_dataset.views.export.export_hf` (Parquet
-shards with the NIfTI bytes embedded and a dataset card with ``configs:``), which is also what a
-Hub copy holds.
+release index directly); ``datasets.load_dataset(folder)`` works, with stock datasets and no
+umd_dataset installed, on a folder written by `umd_dataset.views.export.export_hf` (Parquet shards
+with the NIfTI bytes embedded and a dataset card with ``configs:``, ``petct`` the default), which is
+also what a Hub copy holds. On a release folder itself, stock `datasets.load_dataset` stops with a
+message naming `umd_dataset.load_dataset` (the release's ``README.md`` sees to it).
+
+Several nodes: `split_by_node` gives each node whole, disjoint subjects, map-style or streaming,
+for these views and for exports (`datasets.distributed.split_dataset_by_node` cuts map-style
+datasets by row count, which splits the CT and the PET of a subject, and streams by example
+unless the number of shards is a multiple of the number of nodes).
 """
 
 from __future__ import annotations
@@ -22,18 +28,23 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from umd_dataset.errors import ReleaseNotFoundError, ReleaseVersionError, check_choice
+from umd_dataset.errors import InvalidOptionError, ReleaseNotFoundError, check_choice, spell
 from umd_dataset.release.index import Release
 from umd_dataset.release.reading import lazy_image, read_bytes
 from umd_dataset.release.resolve import resolve_release
 from umd_dataset.schema.studies import modalities
 
-__all__ = ["CONFIGS", "PAIRED", "features", "nifti_columns", "rows", "dataset_info", "VerifiedNifti", "to_hf", "load_dataset"]
+__all__ = [
+    "CONFIGS", "DEFAULT_CONFIG", "PAIRED", "features", "nifti_columns", "rows", "dataset_info", "VerifiedNifti", "to_hf",
+    "load_dataset", "split_by_node",
+]
 
 #: The paired config: one row per subject with every kind of study.
 PAIRED = "paired"
 #: One config per study kind (a row per scan), and the paired one.
 CONFIGS = (*modalities().studies, PAIRED)
+#: The config `load_dataset` gives when none is named, and the default config of an export.
+DEFAULT_CONFIG = CONFIGS[0]
 
 
 def features(config: str, decode: bool = True):
@@ -147,13 +158,14 @@ class VerifiedNifti:
         return batch
 
 
-def to_hf(release: Release, config: str = "petct", *, split: str | None = None, organs=None, streaming: bool = False):
+def to_hf(release: Release, config: str = DEFAULT_CONFIG, *, split: str | None = None, organs=None, streaming: bool = False):
     """A `datasets.Dataset` (or `IterableDataset` with `streaming`) of one split, or a `DatasetDict`
     (`IterableDatasetDict`) of all splits when `split` is None.
 
     Files are read when rows are decoded, and every file's bytes are checked against the manifest:
     the map-style view decodes through `VerifiedNifti` (a `set_transform`; a later `with_format`
-    replaces it), the streaming view hands the decoder verified bytes.
+    replaces it), the streaming view hands the decoder verified bytes. Rows come in subject order;
+    each shard of the streaming view is one subject (so shard-wise splitting keeps subjects whole).
     """
     import datasets
 
@@ -165,7 +177,7 @@ def to_hf(release: Release, config: str = "petct", *, split: str | None = None, 
         if streaming:
             result[name] = datasets.IterableDataset.from_generator(
                 _generate, features=features(config), split=datasets.NamedSplit(name),
-                gen_kwargs={"release": release, "columns": nifti_columns(config), "rows": table},
+                gen_kwargs={"release": release, "columns": nifti_columns(config), "subjects": by_subject(table)},
             )
         else:
             dataset = datasets.Dataset.from_list(table, features=features(config, decode=False),
@@ -177,22 +189,94 @@ def to_hf(release: Release, config: str = "petct", *, split: str | None = None, 
     return datasets.IterableDatasetDict(result) if streaming else datasets.DatasetDict(result)
 
 
-def _generate(release: Release, columns: tuple[str, ...], rows: list[dict]):
-    """Rows whose NIfTI values carry the file's verified bytes (the decoder then checks the gzip CRC)."""
+def by_subject(table: list[dict]) -> list[list[dict]]:
+    """Rows grouped by subject, in their order (rows of one subject are adjacent in `rows`)."""
+    groups: dict[str, list[dict]] = {}
+    for row in table:
+        groups.setdefault(row["subject"], []).append(row)
+    return list(groups.values())
+
+
+def _generate(release: Release, columns: tuple[str, ...], subjects: list[list[dict]]):
+    """Rows whose NIfTI values carry the file's verified bytes and no path, so that the decoder
+    decodes those bytes (and checks the gzip CRC): `datasets.Nifti` drops the bytes of a value whose
+    path names a file, and would read the file again, unverified. `subjects` is the list that
+    datasets shards: one shard per subject."""
     root = str(release.root)
-    for row in rows:
-        row = dict(row)
-        for column in columns:
-            if row.get(column) is not None:
-                relative = os.path.relpath(row[column]["path"], root).replace(os.sep, "/")
-                _, data = read_bytes(release, *release.record_of(relative))
-                row[column] = {"path": row[column]["path"], "bytes": data}
-        yield row
+    for group in subjects:
+        for row in group:
+            row = dict(row)
+            for column in columns:
+                if row.get(column) is not None:
+                    relative = os.path.relpath(row[column]["path"], root).replace(os.sep, "/")
+                    _, data = read_bytes(release, *release.record_of(relative))
+                    row[column] = {"path": None, "bytes": data}
+            yield row
+
+
+def split_by_node(dataset, rank: int, world_size: int):
+    """The share of node `rank` out of `world_size`: whole subjects, never two nodes with one
+    subject, every subject on some node. Use it instead of
+    `datasets.distributed.split_dataset_by_node` on these views and on exports.
+
+    - A map-style `datasets.Dataset`: the subjects (sorted ids of its ``subject`` column, which
+      alone is read) are dealt out in turn, subject ``i`` to node ``i % world_size``; the node
+      keeps the rows of its subjects (`Dataset.select`: transform and format stay).
+    - A `datasets.IterableDataset`: its shards are dealt out in turn, whole, shard ``i`` to node
+      ``i % world_size`` (as ``split_dataset_by_node`` does when the number of shards is a
+      multiple of the number of nodes). Each shard of `load_dataset(..., streaming=True)` is one
+      subject, so this is the same assignment as the map-style one; each shard of an export
+      (`umd_dataset.views.export.export_hf`) holds whole subjects. Nothing is read to decide.
+    - A `DatasetDict` or `IterableDatasetDict`: each of its splits.
+
+    Streaming, shuffle after splitting (or with the same `seed` on every node: shards are dealt out
+    after a shard shuffle). Shards of whole subjects are what the streaming split relies on: an
+    export written before they were (one shard per row, umd_dataset before issue 12) must be
+    written again.
+
+    A node can get no subject at all, when there are fewer subjects (shards) than nodes: it gets
+    an empty dataset. Nodes get different numbers of rows; DDP training needs the same number of
+    steps on every node: pad or drop, as `torch.utils.data.DistributedSampler` does.
+
+    Args:
+        dataset: a dataset from `load_dataset`, `to_hf`, or stock `datasets.load_dataset` on an export.
+        rank: this node, 0 <= rank < world_size.
+        world_size: the number of nodes.
+
+    Raises:
+        InvalidOptionError: a rank or world size out of range, or a map-style dataset without a
+            ``subject`` column.
+
+    Example:
+        >>> train = load_dataset("umd-mini", "petct", split="train", streaming=True)  # doctest: +SKIP
+        >>> mine = split_by_node(train, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))  # doctest: +SKIP
+    """
+    import datasets
+
+    if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
+        raise InvalidOptionError(f"world_size must be a whole number of nodes, at least 1; got {world_size!r}.")
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < world_size:
+        raise InvalidOptionError(f"rank must be 0..{world_size - 1} for world_size={world_size}; got {rank!r}.")
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return type(dataset)({name: split_by_node(part, rank, world_size) for name, part in dataset.items()})
+    if isinstance(dataset, datasets.IterableDataset):
+        if rank >= dataset.num_shards:
+            return dataset.take(0)
+        return dataset.shard(num_shards=world_size, index=rank, contiguous=False)
+    if not isinstance(dataset, datasets.Dataset):
+        raise InvalidOptionError(f"split_by_node takes a datasets.Dataset or IterableDataset (or a dict of them), not "
+                                 f"{type(dataset).__name__}.")
+    if "subject" not in dataset.column_names:
+        raise InvalidOptionError(f"split_by_node needs a 'subject' column to keep subjects whole; this dataset has "
+                                 f"{dataset.column_names}.")
+    column = list(dataset.with_format(None).select_columns(["subject"])["subject"])
+    mine = set(sorted(set(column))[rank::world_size])
+    return dataset.select([i for i, subject in enumerate(column) if subject in mine])
 
 
 def load_dataset(
     name: str = "umd",
-    config: str = "petct",
+    config: str = DEFAULT_CONFIG,
     *,
     split: str | None = None,
     data_dir: str | os.PathLike | None = None,
@@ -209,14 +293,17 @@ def load_dataset(
         config: ``petct``, ``petmri`` or ``paired`` (one row per subject with both studies).
         split: ``train``, ``validation`` or ``test``; None returns a dict of all splits.
         data_dir: the release folder (default for ``"umd"``: ``$UMD_DATA_DIR``).
-        version: the data version you expect (e.g. ``"1.0.0"``); another version raises.
+        version: the data version you expect (e.g. ``"1.0.0"``), compared exactly; another version
+            raises, naming the versions there are (see `umd_dataset.release.resolve.check_version`).
         organs: keep only the scans (paired: subjects) whose label maps contain all these organs.
-        streaming: return an `IterableDataset`.
+        streaming: return an `IterableDataset` (one shard per subject: see `split_by_node`).
         hub_repo: a Hub repository holding an `export_hf` copy, loaded with `datasets.load_dataset`
             (needs the network).
 
     Raises:
         ReleaseNotFoundError: no release where one was expected; the message says how to get one.
+        ReleaseVersionError: the release is not the `version` asked for.
+        InvalidOptionError: `version` with `hub_repo` (a Hub copy's version is its git revision).
 
     Example:
         >>> train = load_dataset("umd-mini", "paired", split="train")   # doctest: +SKIP
@@ -224,13 +311,13 @@ def load_dataset(
     """
     _check_config(config)
     if hub_repo is not None:
+        if version is not None:
+            raise InvalidOptionError(
+                f"version={version!r} cannot be checked on the Hub copy {hub_repo!r}: its version is the git revision of the "
+                f"repository. Leave version out, or download the {version} release and {spell('pass data_dir=', 'give its folder')}."
+            )
         return _from_hub(hub_repo, config, split, streaming)
-    release = resolve_release(name, data_dir)
-    if version is not None and release.info.version != version:
-        raise ReleaseVersionError(
-            f"{release.root} holds {release.info.name} version {release.info.version}, not {version}. Point data_dir to "
-            f"the {version} release, or drop version= to take this one."
-        )
+    release = resolve_release(name, data_dir, version=version)
     return to_hf(release, config, split=split, organs=organs, streaming=streaming)
 
 
