@@ -211,6 +211,19 @@ def test_stock_split_dataset_by_node_streams_whole_subjects_when_the_nodes_divid
     _assert_whole_disjoint_subjects(parts, _expected(small_release, "petct", "train"), "load_dataset streaming, 3 nodes")
 
 
+def test_stock_split_dataset_by_node_of_the_paired_config_gives_whole_subjects_map_style(export_two, small_release, tmp_path):
+    """Map-style, stock `split_dataset_by_node` cuts blocks of rows by count (datasets'
+    `_split_by_node_map_style_dataset`: ``shard(contiguous=True)``): only a config with one row per
+    subject, ``paired``, keeps subjects whole on any number of nodes (up to the number of rows:
+    beyond it datasets itself raises IndexError); per-scan configs need `split_by_node`."""
+    from datasets.distributed import split_dataset_by_node
+
+    train = datasets_load(export_two, "paired", "train", tmp_path)
+    for world_size in range(1, len(train) + 1):
+        parts = [_keys(split_dataset_by_node(train, rank=r, world_size=world_size), "paired") for r in range(world_size)]
+        _assert_whole_disjoint_subjects(parts, _expected(small_release, "paired", "train"), f"paired, {world_size} nodes")
+
+
 def test_split_by_node_refuses_a_bad_rank(small_release_root):
     from umd_dataset import InvalidOptionError
     from umd_dataset.views.hf import split_by_node
