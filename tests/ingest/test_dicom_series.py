@@ -183,3 +183,43 @@ def test_malformed_header_value_is_reported_not_fatal(tmp_path):
     assert [s.kind for s in found.series] == ["ct"]
     assert [os.path.basename(p.path) for p in found.problems] == ["bad.dcm"]
     assert "malformed header value" in found.problems[0].reason
+
+
+@pytest.mark.parametrize("allocated, stored, signed", [(16, 16, 0), (16, 12, 0), (16, 12, 1), (16, 16, 1), (8, 8, 0), (32, 32, 1), (32, 20, 0)])
+def test_pixels_are_read_as_pydicom_reads_them(allocated, stored, signed, tmp_path):
+    """The fast path of uncompressed images masks to BitsStored (unsigned) and sign-extends from
+    it (signed), as ``pixel_array`` does, and gives its dtype."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    from umd_dataset.ingest.dicom import pixels_of
+
+    rng = np.random.default_rng(allocated + stored + signed)
+    raw = rng.integers(0, 2**allocated, size=(5, 7), dtype=np.uint64).astype(f"<u{allocated // 8}")
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3"
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 5, 7, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = allocated, stored, stored - 1, signed
+        ds.PixelData = raw.tobytes()
+        path = tmp_path / "one.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        read = pydicom.dcmread(path)
+        mine, theirs = pixels_of(read), np.asarray(read.pixel_array)
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), (syntax, mine, theirs)
+
+
+def test_pixels_of_real_files_equal_pixel_array():
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from umd_dataset.ingest.dicom import pixels_of
+
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "emri_small.dcm", "rtdose.dcm", "MR_small_bigendian.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        assert np.array_equal(pixels_of(ds), ds.pixel_array), name

@@ -34,6 +34,16 @@ def test_the_same_array_gives_the_same_bytes(tmp_path):
     assert gzip.decompress((tmp_path / "a.nii.gz").read_bytes())[:4] == (348).to_bytes(4, "little")
 
 
+def test_the_bytes_do_not_depend_on_the_compression_threads(tmp_path):
+    array = np.random.default_rng(1).integers(-1024, 3000, size=(96, 80, 400)).astype(np.int16)  # several 1 MiB blocks
+    for threads in (1, 2, 3):
+        write_nifti(tmp_path / f"t{threads}.nii.gz", array, AFFINE, threads=threads)
+    written = {(tmp_path / f"t{threads}.nii.gz").read_bytes() for threads in (1, 2, 3)}
+    assert len(written) == 1
+    data = gzip.decompress(written.pop())  # one standard gzip stream, read by Python's gzip
+    assert np.array_equal(np.frombuffer(data[352:], np.int16).reshape(array.shape, order="F"), array)
+
+
 def test_nifti2_files_are_read(tmp_path):
     array = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
     nib.save(nib.Nifti2Image(array, AFFINE), tmp_path / "two.nii.gz")

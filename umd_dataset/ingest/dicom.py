@@ -311,12 +311,48 @@ def _frame_group(ds, index: int, keyword: str):
     return None
 
 
+_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit and explicit VR little endian
+
+
+def pixels_of(ds) -> np.ndarray:
+    """The pixel array of a dataset, equal to pydicom's ``ds.pixel_array``.
+
+    A single-frame, uncompressed little-endian, one-sample image (what CT, MR and PET series are)
+    is read straight from its bytes, with pydicom's rules: values masked to BitsStored
+    (unsigned) or sign-extended from it (signed). Anything else goes through ``ds.pixel_array``.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    allocated, stored = int(ds.get("BitsAllocated") or 0), int(ds.get("BitsStored") or 0)
+    simple = (
+        syntax in _NATIVE_LITTLE_ENDIAN and "PixelData" in ds and int(ds.get("SamplesPerPixel") or 1) == 1
+        and int(ds.get("NumberOfFrames") or 1) == 1 and allocated in (8, 16, 32) and 0 < stored <= allocated
+        and ds.get("PixelRepresentation") in (0, 1)
+    )
+    if not simple:
+        return np.asarray(ds.pixel_array)
+    signed = int(ds.PixelRepresentation) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    data = ds.PixelData
+    if len(data) < rows * columns * dtype.itemsize:
+        return np.asarray(ds.pixel_array)  # pydicom says what is wrong
+    pixels = np.frombuffer(data, dtype=dtype, count=rows * columns).reshape(rows, columns)
+    if stored < allocated:
+        if signed:
+            shift = allocated - stored
+            pixels = (pixels << shift) >> shift  # sign-extend from BitsStored
+        else:
+            pixels = pixels & dtype.type((1 << stored) - 1)
+    return pixels.astype(dtype.newbyteorder("="), copy=False)
+
+
 def _slices_of(path: str) -> list[_Slice]:
     """The slices of one file: one for a classic image, one per frame for an enhanced multi-frame image."""
     import pydicom
 
     ds = pydicom.dcmread(path)
-    pixels = np.asarray(ds.pixel_array)
+    pixels = pixels_of(ds)
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames == 1 and "PerFrameFunctionalGroupsSequence" not in ds:
         if ds.get("ImagePositionPatient") is None or ds.get("ImageOrientationPatient") is None or ds.get("PixelSpacing") is None:
@@ -369,6 +405,10 @@ def _stack(slices: list[_Slice]) -> np.ndarray:
 
     Integer pixels with slope 1 and integer intercepts stay integers (int16 when the range fits,
     else int32); anything else becomes float32 (exact for integers up to 2**24, and for SUV).
+
+    Each slice is written whole into a (slice, row, column) buffer, one contiguous block per slice,
+    and the volume is that buffer's transposed view: Fortran order, the order of a NIfTI file, so
+    neither the stack nor the file writer copies voxels across strides.
     """
     rows, cols = slices[0].pixels.shape
     integral = all(
@@ -383,13 +423,13 @@ def _stack(slices: list[_Slice]) -> np.ndarray:
             dtype = np.int16
     else:
         dtype = np.float32
-    array = np.empty((cols, rows, len(slices)), dtype=dtype)
+    buffer = np.empty((len(slices), rows, cols), dtype=dtype)
     for k, s in enumerate(slices):
-        if integral:
-            array[:, :, k] = (s.pixels.astype(np.int32) + int(s.intercept)).T
+        if integral:  # computed in int32 (the range was checked above), stored in the buffer's type
+            np.add(s.pixels, np.int32(int(s.intercept)), out=buffer[k], dtype=np.int32, casting="unsafe")
         else:
-            array[:, :, k] = (s.pixels.astype(np.float64) * s.slope + s.intercept).T
-    return array
+            buffer[k] = s.pixels.astype(np.float64) * s.slope + s.intercept
+    return buffer.transpose(2, 1, 0)
 
 
 def assemble(paths: Iterable[str], *, spacing_tolerance: float = 0.01) -> Volume:
