@@ -80,10 +80,13 @@ def carry_labels(labels: np.ndarray, source: Geometry, target: Geometry, schema:
     slugs = {o.id: o.slug for o in schema}
     fractions: dict[int, tuple[tuple[slice, ...], np.ndarray]] = {}
     source_ml: dict[int, float] = {}
+    from scipy import ndimage
+
+    bounds = ndimage.find_objects(labels, max_label=len(schema))  # every organ's box in one pass
     for organ_id in (schema.organ(slug).id for slug in counted.present):
-        where = np.nonzero(labels == organ_id)
-        source_ml[organ_id] = len(where[0]) * source_voxel_ml
-        box = _box((np.array([w.min() for w in where]), np.array([w.max() for w in where])), source, target)
+        source_ml[organ_id] = counted.by_id[organ_id] * source_voxel_ml
+        found = bounds[organ_id - 1]
+        box = _box((np.array([b.start for b in found]), np.array([b.stop - 1 for b in found])), source, target)
         if box is None:
             continue
         region = tuple(slice(a, b) for a, b in zip(*box))

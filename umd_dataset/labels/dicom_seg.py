@@ -159,7 +159,7 @@ def read_dicom_seg(path: str | os.PathLike, target: Geometry | None = None, frac
                 "the scan it was drawn on, then carry the label map to other grids in world coordinates."
             )
     by_number: dict[int, np.ndarray] = {}
-    c_idx, r_idx = np.meshgrid(np.arange(cols), np.arange(rows))  # (rows, cols) grids
+    c_idx = r_idx = None  # (rows, cols) index grids, made only if a frame needs the general placement
     for index in range(count):
         start = to_voxel @ np.append(positions[index], 1.0)
         if not np.allclose(start[:3], np.round(start[:3]), atol=1e-2):
@@ -167,18 +167,23 @@ def read_dicom_seg(path: str | os.PathLike, target: Geometry | None = None, frac
                 f"{path}: frame {index + 1} at {positions[index].round(3).tolist()} mm (LPS) falls between the "
                 f"voxels of the target grid ({target.describe()})."
             )
+        frame = pixels[index]
+        # Fortran order: a frame (a plane of the first two axes, as SEGs drawn on a scan are) is one contiguous block
+        mask = by_number.setdefault(numbers[index], np.zeros(target.shape, dtype=bool, order="F"))
+        if _place_as_block(mask, frame, start[:3], step_c, step_r):
+            continue
+        if c_idx is None:
+            c_idx, r_idx = np.meshgrid(np.arange(cols), np.arange(rows))
         ijk = [np.rint(start[a] + c_idx * step_c[a] + r_idx * step_r[a]).astype(np.int64) for a in range(3)]
         inside = np.ones(c_idx.shape, dtype=bool)
         for a in range(3):
             inside &= (ijk[a] >= 0) & (ijk[a] < target.shape[a])
-        frame = pixels[index]
         lost = int(np.count_nonzero(frame & ~inside))
         if lost:
             raise GridMismatchError(
                 f"{path}: {lost} foreground pixels of frame {index + 1} (segment {numbers[index]}) lie outside the "
                 f"target grid ({target.describe()})."
             )
-        mask = by_number.setdefault(numbers[index], np.zeros(target.shape, dtype=bool))
         mask[ijk[0][inside], ijk[1][inside], ijk[2][inside]] |= frame[inside]
 
     segments = []
@@ -191,8 +196,68 @@ def read_dicom_seg(path: str | os.PathLike, target: Geometry | None = None, frac
         if mask is None:
             mask = np.zeros(target.shape, dtype=bool)
             notes.append(f"segment {number} ({getattr(item, 'SegmentLabel', '')}) has no frame.")
-        segments.append(Segment(number, str(getattr(item, "SegmentLabel", "")), _code(prop), _code(modifier), mask))
+        segments.append(Segment(number, str(getattr(item, "SegmentLabel", "")), _code(prop), _code(modifier), _in_c_order(mask)))
     return SegFile(str(Path(path)), target, segments, notes)
+
+
+def _in_c_order(mask: np.ndarray) -> np.ndarray:
+    """A mask placed in Fortran order (each frame one block) in C order, as every other reader gives
+    masks: only the bounding box of its foreground is copied across strides."""
+    if mask.flags.c_contiguous:
+        return mask
+    axes = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    out = np.zeros(mask.shape, dtype=bool)
+    if all(len(a) for a in axes):
+        box = tuple(slice(int(a[0]), int(a[-1]) + 1) for a in axes)
+        out[box] = mask[box]
+    return out
+
+
+def _place_as_block(mask: np.ndarray, frame: np.ndarray, start: np.ndarray, step_c: np.ndarray, step_r: np.ndarray) -> bool:
+    """OR a frame into `mask` as one block, when its columns and rows run along target axes in
+    whole voxels (the usual case: a SEG drawn on the scan's own slices), and return True; return
+    False to leave it to the general, per-pixel placement. The block is exactly what the
+    per-pixel rounding gives: the rounded start, steps and axes are taken only when the drift
+    they leave over the whole frame stays below half a voxel."""
+    rows, cols = frame.shape
+    steps = np.rint(np.stack([step_c, step_r])).astype(np.int64)
+    drift = np.abs(start - np.rint(start)) + (cols - 1) * np.abs(step_c - steps[0]) + (rows - 1) * np.abs(step_r - steps[1])
+    if drift.max() >= 0.5 or sorted(np.abs(steps).sum(axis=1)) != [1, 1]:
+        return False
+    axis_c, axis_r = int(np.flatnonzero(steps[0])[0]), int(np.flatnonzero(steps[1])[0])
+    if axis_c == axis_r:
+        return False
+    axis_s = 3 - axis_c - axis_r
+    origin = np.rint(start).astype(np.int64)
+    shape = mask.shape
+
+    def span(first: int, sign: int, count: int, size: int) -> tuple[int, int]:
+        """Frame indices 0 <= i < count whose target index first + i * sign lies in 0..size-1."""
+        if sign > 0:
+            return max(0, -first), min(count, size - first)
+        return max(0, first - size + 1), min(count, first + 1)
+
+    c_lo, c_hi = span(int(origin[axis_c]), int(steps[0][axis_c]), cols, shape[axis_c])
+    r_lo, r_hi = span(int(origin[axis_r]), int(steps[1][axis_r]), rows, shape[axis_r])
+    level = int(origin[axis_s])
+    if not 0 <= level < shape[axis_s] or c_lo >= c_hi or r_lo >= r_hi:
+        return False  # nothing of the frame lands inside: the general placement counts what is lost
+    inner = frame[r_lo:r_hi, c_lo:c_hi]
+    if np.count_nonzero(inner) != np.count_nonzero(frame):
+        return False  # foreground outside: the general placement raises, naming it
+
+    def target(axis: int, sign: int, lo: int, hi: int):
+        begin = int(origin[axis]) + lo * sign
+        end = int(origin[axis]) + (hi - 1) * sign
+        return slice(begin, end + 1) if sign > 0 else slice(begin, end - 1 if end > 0 else None, -1)
+
+    index: list = [None, None, None]
+    index[axis_c] = target(axis_c, int(steps[0][axis_c]), c_lo, c_hi)
+    index[axis_r] = target(axis_r, int(steps[1][axis_r]), r_lo, r_hi)
+    index[axis_s] = level
+    view = mask[tuple(index)]  # its axes in target order: (row, column) if axis_r < axis_c
+    view |= inner if axis_r < axis_c else inner.T
+    return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -205,7 +205,12 @@ class LabelSchema:
         if values.dtype.kind == "i" and flat.size and flat.min() < 0:
             negative = tuple(int(v) for v in np.unique(flat[flat < 0]))
             flat = flat[flat >= 0]
-        counts = np.bincount(flat, minlength=len(self) + 1)
+        counts = np.zeros(max(len(self) + 1, 1), dtype=np.int64)
+        for start in range(0, flat.size, 1 << 22):  # in blocks: bincount makes an intp copy of what it counts
+            part = np.bincount(flat[start : start + (1 << 22)])
+            if len(part) > len(counts):
+                counts = np.concatenate([counts, np.zeros(len(part) - len(counts), np.int64)])
+            counts[: len(part)] += part
         above = tuple(int(v) for v in np.flatnonzero(counts[len(self) + 1 :]) + len(self) + 1)
         return VoxelCounts(self, tuple(int(c) for c in counts[: len(self) + 1]), negative + above)
 
