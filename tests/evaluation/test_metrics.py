@@ -157,28 +157,6 @@ def test_distances_equal_to_the_tolerance_count_as_the_reference_counts_them(nam
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.uint16])
-def test_label_boxes_equal_find_objects(dtype):
-    from scipy import ndimage
-
-    from umd_dataset.evaluation.metrics import label_boxes
-
-    rng = np.random.default_rng(4)
-    for shape, high, top in [((40, 33, 21), 13, 13), ((17, 50, 9), 20, 25), ((35, 8, 30), 40, 13), ((3, 4, 5), 0, 13)]:
-        labels = np.zeros(shape, dtype)
-        for label in range(1, high + 1):  # a few boxes and stray voxels per label, some labels left out
-            if rng.random() < 0.2:
-                continue
-            corner = rng.integers(0, shape)
-            size = rng.integers(1, 6, 3)
-            labels[tuple(slice(c, c + s) for c, s in zip(corner, size))] = label
-            labels[tuple(rng.integers(0, shape))] = label
-        assert label_boxes(labels, top, workers=2) == ndimage.find_objects(labels, max_label=top)
-    odd = np.zeros((5, 6, 7), np.int16)
-    odd[1, 2, 3], odd[4, 0, 0] = -1, 2  # outside 0..63: find_objects decides
-    assert label_boxes(odd, 3) == ndimage.find_objects(odd, max_label=3)
-
-
 @pytest.mark.parametrize("spacing", [(0.98, 0.98, 2.5), (4.0, 4.0, 4.0), (0.4, 0.4, 0.4), (0.7, 1.9, 3.3)])
 @pytest.mark.parametrize("shift", [(0, 0, 0), (1, 0, 1), (3, 2, 0), (9, -7, 4)])
 def test_surfel_distances_equal_the_reference_on_every_search_path(spacing, shift):

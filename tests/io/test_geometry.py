@@ -69,3 +69,36 @@ def test_nearest_neighbour_resampling_keeps_the_outer_half_voxel_of_a_mask():
     assert resample_onto(source, rotated, (12, 12, 12), fine).all()
     outside = resample_onto(source, coarse, (14, 14, 14), fine @ np.array([[1, 0, 0, -1], [0, 1, 0, -1], [0, 0, 1, -1], [0, 0, 0, 1.0]]))
     assert outside.sum() == 12**3 and not outside[0].any() and not outside[-1].any()  # beyond the faces: background
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.uint16])
+def test_label_boxes_equal_find_objects(dtype):
+    from scipy import ndimage
+
+    from umd_dataset.io.geometry import label_boxes
+
+    rng = np.random.default_rng(4)
+    for shape, high, top in [((40, 33, 21), 13, 13), ((17, 50, 9), 20, 25), ((35, 8, 30), 40, 13), ((3, 4, 5), 0, 13)]:
+        labels = np.zeros(shape, dtype)
+        for label in range(1, high + 1):  # a few boxes and stray voxels per label, some labels left out
+            if rng.random() < 0.2:
+                continue
+            corner = rng.integers(0, shape)
+            size = rng.integers(1, 6, 3)
+            labels[tuple(slice(c, c + s) for c, s in zip(corner, size))] = label
+            labels[tuple(rng.integers(0, shape))] = label
+        assert label_boxes(labels, top, workers=2) == ndimage.find_objects(labels, max_label=top)
+    odd = np.zeros((5, 6, 7), np.int16)
+    odd[1, 2, 3], odd[4, 0, 0] = -1, 2  # outside 0..63: find_objects decides
+    assert label_boxes(odd, 3) == ndimage.find_objects(odd, max_label=3)
+
+
+def test_support_box_is_the_box_of_the_non_zero_voxels():
+    from umd_dataset.io.geometry import support_box
+
+    values = np.zeros((9, 8, 7), np.float32)
+    assert support_box(values) is None
+    values[2, 5, 1] = values[6, 3, 4] = -1.5
+    assert support_box(values) == (slice(2, 7), slice(3, 6), slice(1, 5))
+    where = np.nonzero(values)
+    assert support_box(values) == tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)

@@ -28,7 +28,7 @@ does not share (a good prediction shares most), found first by trying index offs
 first (exact: the first offset that lands on the other surface is the nearest) and otherwise in a
 k-d tree over surfels, instead of two Euclidean distance transforms over the bounding box; a
 vectorised sort; and, for a whole label map, every organ cropped to its own bounding box, all
-found in one threaded pass of bit masks (`label_boxes`, `organ_metrics`).
+found in one threaded pass of bit masks (`umd_dataset.io.geometry.label_boxes`, `organ_metrics`).
 
 Edge cases (R reference, P prediction), used consistently in every aggregate:
 
@@ -56,6 +56,7 @@ from functools import lru_cache
 import numpy as np
 
 from umd_dataset.errors import MaskValueError
+from umd_dataset.io.geometry import label_boxes, support_box
 
 __all__ = [
     "METRIC_DEFINITION",
@@ -64,7 +65,6 @@ __all__ = [
     "CaseMetrics",
     "case_metrics",
     "organ_metrics",
-    "label_boxes",
     "dice",
 ]
 
@@ -125,13 +125,6 @@ class SurfaceDistances:
     areas_pred: np.ndarray
 
 
-def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    axes = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if any(len(a) == 0 for a in axes):
-        return None
-    return np.array([a[0] for a in axes]), np.array([a[-1] for a in axes])
-
-
 def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing_mm, workers: int | None = None) -> SurfaceDistances:
     """Surfel distances between two bool masks (the reference's `compute_surface_distances`).
 
@@ -147,11 +140,10 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing_mm,
     if reference.shape != prediction.shape or reference.ndim != 3:
         raise MaskValueError(f"masks must be 3D and of one shape, got {reference.shape} and {prediction.shape}")
     spacing = tuple(float(s) for s in spacing_mm)
-    box = _bbox(reference | prediction)
+    region = support_box(reference | prediction)
     empty = np.zeros(0)
-    if box is None:
+    if region is None:
         return SurfaceDistances(empty, empty, empty, empty)
-    region = tuple(slice(a, b + 1) for a, b in zip(*box))
     table = _area_table(spacing)
     borders, areas = [], []
     for mask in (reference[region], prediction[region]):
@@ -333,50 +325,9 @@ def case_metrics(
                        surface_pred_mm2=areas[1], **counts)
 
 
-def label_boxes(labels: np.ndarray, top: int, workers: int | None = None) -> list[tuple[slice, slice, slice] | None]:
-    """The bounding box of each label 1..`top` of a 3D label map, as `scipy.ndimage.find_objects`
-    gives them (None for a label that is absent), in about half its time and in `workers` threads.
-
-    Each voxel's label becomes one bit (``1 << label``), and the bits are OR-reduced onto the
-    three axes, a block of slices at a time; a label's box spans the first to the last index whose
-    bits hold it. Maps with labels outside 0..63 go to `find_objects`.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from scipy import ndimage
-
-    labels = labels if labels.dtype.kind in "ui" else np.asarray(labels, dtype=np.int32)
-    low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
-    if labels.ndim != 3 or low < 0 or high > 63:
-        return ndimage.find_objects(labels, max_label=top)
-    bits = np.uint16 if high < 16 else np.uint32 if high < 32 else np.uint64
-    one = bits(1)
-
-    def block(start: int):
-        part = np.left_shift(one, labels[start : start + 16], dtype=bits, casting="unsafe")  # values are 0..63 here
-        per_row = np.bitwise_or.reduce(part, axis=2)  # (slices, Y)
-        return np.bitwise_or.reduce(per_row, axis=1), np.bitwise_or.reduce(per_row, axis=0), np.bitwise_or.reduce(part, axis=(0, 1))
-
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:  # numpy's loops release the GIL
-        parts = list(pool.map(block, range(0, labels.shape[0], 16)))
-    projections = (
-        np.concatenate([p[0] for p in parts]),
-        np.bitwise_or.reduce(np.stack([p[1] for p in parts]), axis=0),
-        np.bitwise_or.reduce(np.stack([p[2] for p in parts]), axis=0),
-    )
-    boxes: list[tuple[slice, slice, slice] | None] = []
-    for label in range(1, top + 1):
-        if label > high:
-            boxes.append(None)
-            continue
-        where = [np.flatnonzero(projection & (one << bits(label))) for projection in projections]
-        boxes.append(None if any(len(w) == 0 for w in where) else tuple(slice(int(w[0]), int(w[-1]) + 1) for w in where))
-    return boxes
-
-
 def organ_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_mm, organ_ids, tolerances_mm=(1.0, 2.0), workers: int | None = None) -> dict[int, CaseMetrics]:
     """Metrics of every organ of two label maps, each organ cropped to the bounding box it has in
-    either map (found for all organs in one pass with `scipy.ndimage.find_objects`); organs are
+    either map (found for all organs in one pass, `umd_dataset.io.geometry.label_boxes`); organs are
     scored in `workers` threads (default: one per CPU; the heavy steps release the GIL), each
     organ's nearest-surfel queries in one."""
     from concurrent.futures import ThreadPoolExecutor

@@ -9,7 +9,8 @@ Moving between grids (what model adapters do): `to_world` / `to_voxel` map point
 `resampled_grid` is the grid of the same field of view at another spacing, and `resample_onto`
 samples an array onto any other grid (nearest neighbour for labels and masks, linear for
 intensities and probabilities), working only in the block the array's support maps to, so that a
-small organ mask goes back onto a whole-body CT grid in milliseconds.
+small organ mask goes back onto a whole-body CT grid in milliseconds. Bounding boxes: `support_box`
+(the non-zero voxels of an array) and `label_boxes` (every label of a label map in one pass).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 
 from umd_dataset.io.nifti import read_nifti_header
 
-__all__ = ["Geometry", "spacing_from_affine", "LPS_TO_RAS", "to_world", "to_voxel", "reorient", "resampled_grid", "resample_onto", "shifted", "permuted", "zoomed"]
+__all__ = ["Geometry", "spacing_from_affine", "LPS_TO_RAS", "to_world", "to_voxel", "reorient", "resampled_grid", "resample_onto", "shifted", "permuted", "zoomed",
+           "support_box", "label_boxes"]
 
 #: RAS = LPS_TO_RAS @ LPS (its own inverse): x and y change sign.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -141,11 +143,11 @@ def resample_onto(values: np.ndarray, source_affine: np.ndarray, target_shape, t
     result = np.full(target_shape, fill, dtype=np.uint8 if dtype == bool else dtype)
     low, high = np.zeros(3, dtype=int), np.asarray(target_shape)
     if support and fill == 0:
-        where = np.nonzero(values)
-        if not where[0].size:
+        box = support_box(values)
+        if box is None:
             return result.astype(dtype, copy=False)
-        lo = np.asarray([w.min() for w in where], dtype=np.float64) - 1
-        hi = np.asarray([w.max() for w in where], dtype=np.float64) + 1
+        lo = np.asarray([b.start for b in box], dtype=np.float64) - 1
+        hi = np.asarray([b.stop - 1 for b in box], dtype=np.float64) + 1
         corners = np.array([[(lo, hi)[b][axis] for axis, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)])
         inside = to_voxel(mapping, corners)  # source corners in target voxel coordinates
         low = np.clip(np.floor(inside.min(axis=0)).astype(int), 0, high)
@@ -158,6 +160,56 @@ def resample_onto(values: np.ndarray, source_affine: np.ndarray, target_shape, t
                                        output_shape=block, order=order, mode="grid-constant" if order == 0 else "constant", cval=fill, prefilter=False)
     result[low[0] : high[0], low[1] : high[1], low[2] : high[2]] = sampled
     return result.astype(dtype, copy=False)
+
+
+def support_box(values: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The bounding box of the non-zero voxels of a 3D array (None if there is none), from its
+    projections onto the three axes: the box of ``np.nonzero`` without listing the voxels."""
+    axes = [np.flatnonzero(np.asarray(values).any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(len(a) == 0 for a in axes):
+        return None
+    return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in axes)
+
+
+def label_boxes(labels: np.ndarray, top: int, workers: int | None = None) -> list[tuple[slice, slice, slice] | None]:
+    """The bounding box of each label 1..`top` of a 3D label map, as `scipy.ndimage.find_objects`
+    gives them (None for a label that is absent), in about half its time and in `workers` threads.
+
+    Each voxel's label becomes one bit (``1 << label``), and the bits are OR-reduced onto the
+    three axes, a block of slices at a time; a label's box spans the first to the last index whose
+    bits hold it. Maps with labels outside 0..63 go to `find_objects`.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scipy import ndimage
+
+    labels = labels if labels.dtype.kind in "ui" else np.asarray(labels, dtype=np.int32)
+    low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    if labels.ndim != 3 or low < 0 or high > 63:
+        return ndimage.find_objects(labels, max_label=top)
+    bits = np.uint16 if high < 16 else np.uint32 if high < 32 else np.uint64
+    one = bits(1)
+
+    def block(start: int):
+        part = np.left_shift(one, labels[start : start + 16], dtype=bits, casting="unsafe")  # values are 0..63 here
+        per_row = np.bitwise_or.reduce(part, axis=2)  # (slices, Y)
+        return np.bitwise_or.reduce(per_row, axis=1), np.bitwise_or.reduce(per_row, axis=0), np.bitwise_or.reduce(part, axis=(0, 1))
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:  # numpy's loops release the GIL
+        parts = list(pool.map(block, range(0, labels.shape[0], 16)))
+    projections = (
+        np.concatenate([p[0] for p in parts]),
+        np.bitwise_or.reduce(np.stack([p[1] for p in parts]), axis=0),
+        np.bitwise_or.reduce(np.stack([p[2] for p in parts]), axis=0),
+    )
+    boxes: list[tuple[slice, slice, slice] | None] = []
+    for label in range(1, top + 1):
+        if label > high:
+            boxes.append(None)
+            continue
+        where = [np.flatnonzero(projection & (one << bits(label))) for projection in projections]
+        boxes.append(None if any(len(w) == 0 for w in where) else tuple(slice(int(w[0]), int(w[-1]) + 1) for w in where))
+    return boxes
 
 
 def shifted(affine: np.ndarray, start) -> np.ndarray:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from umd_dataset.errors import MaskValueError
-from umd_dataset.io.geometry import Geometry
+from umd_dataset.io.geometry import Geometry, label_boxes
 from umd_dataset.schema.organs import LabelSchema
 
 __all__ = ["CarriedLabels", "carry_labels"]
@@ -80,9 +80,7 @@ def carry_labels(labels: np.ndarray, source: Geometry, target: Geometry, schema:
     slugs = {o.id: o.slug for o in schema}
     fractions: dict[int, tuple[tuple[slice, ...], np.ndarray]] = {}
     source_ml: dict[int, float] = {}
-    from scipy import ndimage
-
-    bounds = ndimage.find_objects(labels, max_label=len(schema))  # every organ's box in one pass
+    bounds = label_boxes(labels, len(schema))  # every organ's box in one pass
     for organ_id in (schema.organ(slug).id for slug in counted.present):
         source_ml[organ_id] = counted.by_id[organ_id] * source_voxel_ml
         found = bounds[organ_id - 1]

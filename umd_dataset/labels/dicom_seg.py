@@ -18,7 +18,7 @@ import numpy as np
 from umd_dataset.errors import GridMismatchError, SegmentationError
 from umd_dataset.io.dicom import SEG_SOP_CLASS, plane_tags, slice_position, volume_affine
 from umd_dataset.io.files import atomic_path
-from umd_dataset.io.geometry import LPS_TO_RAS, Geometry
+from umd_dataset.io.geometry import LPS_TO_RAS, Geometry, support_box
 from umd_dataset.schema.organs import LabelSchema
 
 __all__ = ["Segment", "SegFile", "read_dicom_seg", "write_seg", "write_seg_file"]
@@ -205,10 +205,9 @@ def _in_c_order(mask: np.ndarray) -> np.ndarray:
     masks: only the bounding box of its foreground is copied across strides."""
     if mask.flags.c_contiguous:
         return mask
-    axes = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     out = np.zeros(mask.shape, dtype=bool)
-    if all(len(a) for a in axes):
-        box = tuple(slice(int(a[0]), int(a[-1]) + 1) for a in axes)
+    box = support_box(mask)
+    if box is not None:
         out[box] = mask[box]
     return out
 
