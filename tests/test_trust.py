@@ -151,8 +151,14 @@ def test_01b_a_broken_gzip_stream_with_a_valid_checksum_is_caught(release_copy):
     _flip_byte(release.image_path(record))
     _resign(release_copy, record, "image")
     fresh = open_release(release_copy)
+    same = fresh.subject(record.subject).studies[record.study].scans[record.scan]
     with pytest.raises(CorruptFileError, match="not a readable NIfTI file.*CRC"):
-        fresh.read(fresh.subject(record.subject).studies[record.study].scans[record.scan], "image")
+        fresh.read(same, "image")
+    from umd_dataset.views.pytorch import ScanDataset  # decodes while it decompresses, on a second thread
+
+    scans = ScanDataset(fresh, scan="ct")
+    with pytest.raises(CorruptFileError, match=rf"{record.image} is not a readable NIfTI file.*umd verify"):
+        scans[[r.key for r in scans.records].index(record.key)]
 
 
 # --- 2: models that change their inputs -------------------------------------------------------

@@ -143,7 +143,7 @@ def ingest(
 @app.command("export-hf")
 def export_hf(
     root: Path = typer.Argument(..., metavar="ROOT", help="Release folder."),
-    out: Path = typer.Argument(..., metavar="OUT", help="Output folder: Parquet shards with the NIfTI bytes embedded, and a dataset card."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output folder: Parquet shards with the NIfTI files embedded (uncompressed, zstd shards), and a dataset card."),
     min_shards: int = typer.Option(16, help="Shards per split: a multiple of this (one per subject if fewer subjects); every shard holds whole subjects, so streaming split_dataset_by_node gives whole subjects on any number of nodes dividing it (umd_dataset.split_by_node on any number)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:

@@ -1,13 +1,17 @@
 """NIfTI reading and writing: the one place the package turns files into arrays and back.
 
 Writes are atomic (`umd_dataset.io.files.atomic_path`) and deterministic (ISA-L gzip, no time
-stamp); ``.nii.gz`` reads decompress in one go with ISA-L; header-only reads touch no voxel.
+stamp); ``.nii.gz`` reads decompress in one go with ISA-L; header-only reads touch no voxel;
+`decode_c_order` turns a file's bytes into a C-ordered array (what torch wants) while it decompresses.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import queue
 import re
+import threading
 
 import numpy as np
 
@@ -20,7 +24,10 @@ GZIP_LEVEL = 0
 #: previous one as its dictionary, joined in order).
 GZIP_THREADS = max(1, min(4, os.cpu_count() or 1))
 
-__all__ = ["GZIP_LEVEL", "GZIP_THREADS", "write_nifti", "read_nifti", "load_nifti", "image_from_bytes", "read_nifti_header", "nifti_label_names"]
+__all__ = [
+    "GZIP_LEVEL", "GZIP_THREADS", "write_nifti", "read_nifti", "load_nifti", "image_from_bytes", "decode_c_order",
+    "to_c_order", "read_nifti_header", "nifti_label_names",
+]
 
 
 def write_nifti(
@@ -92,6 +99,162 @@ def image_from_bytes(data: bytes, where: str = "<bytes>"):
         return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
     except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as error:
         raise UnreadableFileError(f"{where} is not a readable NIfTI file ({type(error).__name__}: {error}).") from error
+
+
+class _voxel_stream:
+    """``with _voxel_stream(data, where) as (header, stream)``: the parsed header and a file object
+    positioned at the first voxel (an ISA-L gzip reader for a gzip stream, which checks the CRC and
+    length when read to its end)."""
+
+    def __init__(self, data: bytes, where: str) -> None:
+        self.data, self.where = data, where
+
+    def __enter__(self):
+        import nibabel as nib
+
+        try:
+            if self.data[:2] == b"\x1f\x8b":
+                from isal import igzip
+
+                self.stream = igzip.GzipFile(fileobj=io.BytesIO(self.data), mode="rb")
+            else:
+                self.stream = io.BytesIO(self.data)
+            head = self.stream.read(352)
+            nifti2 = 540 in (int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big"))  # sizeof_hdr
+            if nifti2:
+                head += self.stream.read(544 - len(head))
+            klass = nib.Nifti2Header if nifti2 else nib.Nifti1Header
+            size = 540 if nifti2 else 348  # the header without its extension flag: where do the voxels start
+            offset = int(klass.from_fileobj(io.BytesIO(head[:size] + bytes(4)), check=False).get_data_offset())
+            head += self.stream.read(max(0, offset - len(head)))
+            header = klass.from_fileobj(io.BytesIO(head))
+        except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as error:
+            raise UnreadableFileError(f"{self.where} is not a readable NIfTI file ({type(error).__name__}: {error}).") from error
+        if len(head) < max(offset, 348):
+            raise UnreadableFileError(f"{self.where} is not a readable NIfTI file: it ends inside its header ({len(head)} bytes).")
+        return header, self.stream
+
+    def __exit__(self, *exc) -> None:
+        self.stream.close()
+
+
+#: The edge of the blocks `to_c_order` copies (32^3 voxels: 128 KiB of float32, in the CPU's L2 cache).
+_BLOCK = 32
+#: Slices per slab `decode_c_order` decompresses at a time (8 MiB of a 512 x 512 int16 CT), and
+#: the edge of the (x, y) tiles it reorders them in.
+_SLAB, _TILE = 16, 64
+
+
+def to_c_order(array: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+    """`array` as a C-ordered array of `dtype` (default: its own), converted and reordered in one copy
+    (none when it already is one).
+
+    nibabel gives Fortran-ordered volumes. A Fortran-strided tensor makes `torch.stack` 5-6x slower
+    (1.2 s against 0.2 s for a 512 x 512 x 400 CT), but reordering costs as much when done element by
+    element (`np.ascontiguousarray`: 1.6-2.9 s, every read a cache miss); copied in 32^3 blocks,
+    whose source and destination both stay in cache, it takes about 0.5 s.
+    """
+    array = np.asarray(array)
+    dtype = array.dtype if dtype is None else np.dtype(dtype)
+    if array.flags.c_contiguous or array.ndim != 3:
+        return np.ascontiguousarray(array, dtype=dtype)
+    out = np.empty(array.shape, dtype=dtype)
+    x_size, y_size, z_size = array.shape
+    for x in range(0, x_size, _BLOCK):
+        for y in range(0, y_size, _BLOCK):
+            for z in range(0, z_size, _BLOCK):
+                block = (slice(x, x + _BLOCK), slice(y, y + _BLOCK), slice(z, z + _BLOCK))
+                out[block] = array[block]
+    return out
+
+
+def decode_c_order(data: bytes, dtype: np.dtype | None = None, where: str = "<bytes>") -> tuple[np.ndarray, object]:
+    """The voxels of a 3D ``.nii`` or ``.nii.gz`` byte string as a C-ordered array of `dtype`
+    (default: the stored one), and the file's header.
+
+    Equal to ``to_c_order(np.asanyarray(image_from_bytes(data).dataobj), dtype)``, in about the time
+    the plain read takes: slabs of `_SLAB` slices are decompressed by ISA-L on a second thread (it
+    releases the GIL) while the first reorders the previous slab, still in cache, into place; no
+    Fortran-ordered copy of the whole volume is ever made. A gzip stream is read to its end, so its
+    CRC and length are checked. Files with a scaling slope or intercept, a byte order other than
+    the machine's or another number of dimensions take nibabel's path (the same values).
+
+    Raises:
+        UnreadableFileError: a broken gzip stream, a NIfTI header that does not parse, or fewer
+            voxel bytes than the header promises, naming `where`.
+    """
+    with _voxel_stream(data, where) as (header, stream):
+        stored = header.get_data_dtype()
+        shape = tuple(int(s) for s in header.get_data_shape())
+        slope, inter = header.get_slope_inter()
+        plain = len(shape) == 3 and slope in (None, 1.0) and inter in (None, 0.0) and stored.isnative and min(shape) > 0
+        if not plain:
+            return to_c_order(np.asanyarray(image_from_bytes(data, where).dataobj), dtype), header
+        out = np.empty(shape, dtype=stored if dtype is None else dtype)
+        _slabs_into(out, stream, stored, where)
+    return out, header
+
+
+def _slabs_into(out: np.ndarray, stream, stored: np.dtype, where: str) -> None:
+    """Fill the C-ordered `out` from the Fortran-ordered voxels of `stream`: a reader thread fills
+    slab buffers (three in turn), this thread reorders each into place as it arrives."""
+    x_size, y_size, z_size = out.shape
+    slab_bytes = x_size * y_size * _SLAB * stored.itemsize
+    free: queue.Queue = queue.Queue()
+    full: queue.Queue = queue.Queue()
+    for _ in range(3):
+        free.put(bytearray(slab_bytes))
+    stop = threading.Event()
+    cast = None if out.dtype == stored else np.empty((x_size, y_size, _SLAB), dtype=out.dtype, order="F")
+
+    def read() -> None:
+        try:
+            for z in range(0, z_size, _SLAB):
+                count = x_size * y_size * min(_SLAB, z_size - z) * stored.itemsize
+                buffer = free.get()
+                if stop.is_set():
+                    return
+                view = memoryview(buffer)[:count]
+                got = 0
+                while got < count:
+                    step = stream.readinto(view[got:])
+                    if not step:
+                        raise UnreadableFileError(
+                            f"{where} ends before its last voxel ({z * x_size * y_size * stored.itemsize + got} of "
+                            f"{x_size * y_size * z_size * stored.itemsize} voxel bytes): the file is truncated."
+                        )
+                    got += step
+                full.put((z, buffer))
+            stream.read()  # to the end of a gzip stream: its CRC and length are checked there
+            full.put(None)
+        except Exception as error:  # noqa: BLE001 - handed to the caller's thread, raised there
+            full.put(error)
+
+    reader = threading.Thread(target=read, name="umd-nifti-decode", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = full.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                if isinstance(item, UnreadableFileError):
+                    raise item
+                raise UnreadableFileError(f"{where} is not a readable NIfTI file ({type(item).__name__}: {item}).") from item
+            z, buffer = item
+            depth = min(_SLAB, z_size - z)
+            slab = np.frombuffer(buffer, dtype=stored, count=x_size * y_size * depth).reshape((x_size, y_size, depth), order="F")
+            if cast is not None:  # converted in place first: a contiguous cast, then a same-dtype reorder (25% faster)
+                np.copyto(cast[:, :, :depth], slab)
+                slab = cast[:, :, :depth]
+            for x in range(0, x_size, _TILE):
+                for y in range(0, y_size, _TILE):
+                    out[x : x + _TILE, y : y + _TILE, z : z + depth] = slab[x : x + _TILE, y : y + _TILE]
+            free.put(buffer)
+    finally:
+        stop.set()
+        free.put(bytearray(0))  # wakes a reader waiting for a buffer, which then stops
+        reader.join()
 
 
 def load_nifti(path: str | os.PathLike):

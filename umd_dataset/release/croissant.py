@@ -354,7 +354,7 @@ def export_croissant(
         })
     description = (
         f"The Hugging Face export of this release (label schema {info.label_schema}): Parquet shards with the NIfTI "
-        "bytes embedded, loadable with datasets.load_dataset(folder, config)."
+        "files embedded uncompressed (zstd shards), loadable with datasets.load_dataset(folder, config)."
     )
     return _dataset(info, description, distribution, record_sets)
 

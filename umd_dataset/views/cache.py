@@ -56,6 +56,7 @@ from umd_dataset.io.files import read_json, write_json
 from umd_dataset.io.jobs import FolderLock, JobFolder, Progress, run_items
 from umd_dataset.release.format import MANIFEST, PARTIAL_DIR, ScanRecord, safe_relative_path
 from umd_dataset.release.index import Release, Study
+from umd_dataset.release.reading import read_c_order
 from umd_dataset.schema.studies import modalities
 
 __all__ = ["CACHE_FORMAT", "CODECS", "SAMPLERS", "NO_ORGAN", "FUNCTIONAL_GRIDS", "build_cache", "open_cache", "PatchCache",
@@ -95,8 +96,7 @@ def _write_scan(cache_dir: str, release: Release, record: ScanRecord, chunks: tu
     folder.mkdir(parents=True, exist_ok=True)
     entry = {"image_sha256": record.image_sha256, "label_sha256": record.label_sha256}
     for which in ("image", "label"):
-        array, _ = release.read(record, which)
-        array = np.ascontiguousarray(array)
+        array, _ = read_c_order(release, record, which)  # the cache stores C order
         target = folder / f"{record.scan}_{which}.b2nd"
         tmp = target.with_name(target.name + ".tmp")
         blocks = tuple(min(32, c) for c in chunks)

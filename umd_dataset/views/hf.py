@@ -13,7 +13,7 @@ name like ``"umd"`` resolves only to a folder ``./umd``, the Hub, or a private r
 builders. So ``umd_dataset.load_dataset("umd", ...)`` is the supported entry point (it reads the
 release index directly); ``datasets.load_dataset(folder)`` works, with stock datasets and no
 umd_dataset installed, on a folder written by `umd_dataset.views.export.export_hf` (Parquet shards
-with the NIfTI bytes embedded and a dataset card with ``configs:``, ``petct`` the default), which is
+with the NIfTI files embedded, uncompressed under zstd, and a dataset card with ``configs:``, ``petct`` the default), which is
 also what a Hub copy holds. On a release folder itself, stock `datasets.load_dataset` stops with a
 message naming `umd_dataset.load_dataset` (the release's ``README.md`` sees to it).
 
