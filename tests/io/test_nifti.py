@@ -10,7 +10,8 @@ import pytest
 
 from umd_dataset.errors import UnreadableFileError
 from umd_dataset.io.nifti import (
-    decode_c_order, image_from_bytes, load_nifti, nifti_label_names, read_nifti, read_nifti_header, to_c_order, write_nifti,
+    decode_c_order, image_from_bytes, load_nifti, nifti_label_names, read_nifti, read_nifti_header, to_c_order, to_fortran_order,
+    write_nifti,
 )
 
 AFFINE = np.array([[-0.8, 0, 0, 10.0], [0, -0.8, 0, -20.0], [0, 0, 2.5, 30.0], [0, 0, 0, 1]])
@@ -143,3 +144,20 @@ def _message(function) -> str:
     with pytest.raises(UnreadableFileError) as caught:
         function()
     return str(caught.value)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_the_bytes_do_not_depend_on_the_arrays_memory_layout(tmp_path, dtype):
+    """write_nifti reorders C-ordered arrays into NIfTI's Fortran order in blocks (nibabel did it element
+    by element): the file is the same, byte for byte, for every layout of the same voxels."""
+    rng = np.random.default_rng(1)
+    array = (rng.normal(size=(70, 45, 33)) * 100).astype(dtype)
+    layouts = {"F": np.asfortranarray(array), "C": np.ascontiguousarray(array), "strided": np.repeat(array, 2, axis=1)[:, ::2]}
+    written = set()
+    for name, values in layouts.items():
+        assert np.array_equal(values, array)
+        write_nifti(tmp_path / f"{name}.nii.gz", values, AFFINE)
+        written.add((tmp_path / f"{name}.nii.gz").read_bytes())
+    assert len(written) == 1
+    assert np.array_equal(read_nifti(tmp_path / "C.nii.gz")[0], array)
+    assert to_fortran_order(layouts["C"]).flags.f_contiguous and np.array_equal(to_fortran_order(layouts["C"]), array)

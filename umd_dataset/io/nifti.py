@@ -26,7 +26,7 @@ GZIP_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 __all__ = [
     "GZIP_LEVEL", "GZIP_THREADS", "write_nifti", "read_nifti", "load_nifti", "image_from_bytes", "decode_c_order",
-    "to_c_order", "read_nifti_header", "nifti_label_names",
+    "to_c_order", "to_fortran_order", "read_nifti_header", "nifti_label_names",
 ]
 
 
@@ -53,7 +53,9 @@ def write_nifti(
     """
     import nibabel as nib
 
-    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    # NIfTI stores Fortran order: nibabel writes any other layout element by element (1.6 s for the
+    # C-ordered label maps of a whole-body study), a blocked copy takes a fraction of that
+    image = nib.Nifti1Image(to_fortran_order(array), np.asarray(affine, dtype=np.float64))
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm", "sec")
@@ -154,11 +156,22 @@ def to_c_order(array: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
     element (`np.ascontiguousarray`: 1.6-2.9 s, every read a cache miss); copied in 32^3 blocks,
     whose source and destination both stay in cache, it takes about 0.5 s.
     """
+    return _reordered(array, dtype, "C")
+
+
+def to_fortran_order(array: np.ndarray) -> np.ndarray:
+    """`array` as a Fortran-ordered array (NIfTI's voxel order), reordered in 32^3 blocks as
+    `to_c_order` does (none when it already is one)."""
+    return _reordered(array, None, "F")
+
+
+def _reordered(array: np.ndarray, dtype: np.dtype | None, order: str) -> np.ndarray:
     array = np.asarray(array)
     dtype = array.dtype if dtype is None else np.dtype(dtype)
-    if array.flags.c_contiguous or array.ndim != 3:
-        return np.ascontiguousarray(array, dtype=dtype)
-    out = np.empty(array.shape, dtype=dtype)
+    done = array.flags.c_contiguous if order == "C" else array.flags.f_contiguous
+    if done or array.ndim != 3:
+        return np.asarray(array, dtype=dtype, order=order)
+    out = np.empty(array.shape, dtype=dtype, order=order)
     x_size, y_size, z_size = array.shape
     for x in range(0, x_size, _BLOCK):
         for y in range(0, y_size, _BLOCK):

@@ -52,6 +52,48 @@ def _box(mask_bounds: tuple[np.ndarray, np.ndarray], source: Geometry, target: G
     return None if np.any(stop <= start) else (start, stop)
 
 
+def _axis_of_each_row(target_to_source: np.ndarray) -> list[int] | None:
+    """For each source axis, the one target axis its voxel index depends on, when the grids' axes
+    run along each other (the usual PET and CT of one study, also flipped or permuted); None for
+    oblique grids."""
+    rows = [np.flatnonzero(target_to_source[r, :3]) for r in range(3)]
+    if any(len(row) != 1 for row in rows) or len({int(row[0]) for row in rows}) != 3:
+        return None
+    return [int(row[0]) for row in rows]
+
+
+def _sample_along_axes(coverage: np.ndarray, labels: np.ndarray, organ_id: int, target_to_source: np.ndarray,
+                       along: list[int], axes: tuple[np.ndarray, ...], offsets: list[np.ndarray],
+                       found: tuple[slice, slice, slice]) -> None:
+    """Add to `coverage` the hits of `organ_id` at every sample offset, as the general loop of
+    `carry_labels` does, with each source index computed once per target axis (1D) instead of
+    once per voxel (the same sums of the same terms, the others being exact zeros: the same
+    indices), and the lookups done as three one-axis takes from the organ's box of the source
+    (`found`; outside it no voxel is the organ, as outside the map)."""
+    organ = labels[found] == organ_id
+    order = sorted(range(3), key=lambda r: along[r])  # source axes in the order of their target axes
+    organ = organ.transpose(order)  # now axis n of `organ` hangs on target axis n
+    partial: dict[tuple, np.ndarray] = {}  # the takes along the first one or two axes, shared by the offsets
+    for offset in offsets:
+        picked = organ
+        for n, r in enumerate(order):
+            key = tuple(offset[:n + 1])
+            if key in partial:
+                picked = partial[key]
+                continue
+            rounded = np.rint(target_to_source[r, n] * (axes[n] + offset[n]) + target_to_source[r, 3]).astype(np.int64)
+            local = rounded - found[r].start
+            valid = (local >= 0) & (local < organ.shape[n])
+            picked = picked.take(np.where(valid, local, 0), axis=n)
+            if not valid.all():
+                shape = [1, 1, 1]
+                shape[n] = -1
+                picked = picked & valid.reshape(shape)
+            if n < 2:
+                partial[key] = picked
+        coverage += picked
+
+
 def carry_labels(labels: np.ndarray, source: Geometry, target: Geometry, schema: LabelSchema) -> CarriedLabels:
     """Carry a label map from its grid onto `target` (same frame of reference), keeping thin organs.
 
@@ -81,6 +123,7 @@ def carry_labels(labels: np.ndarray, source: Geometry, target: Geometry, schema:
     fractions: dict[int, tuple[tuple[slice, ...], np.ndarray]] = {}
     source_ml: dict[int, float] = {}
     bounds = label_boxes(labels, len(schema))  # every organ's box in one pass
+    along = _axis_of_each_row(target_to_source)
     for organ_id in (schema.organ(slug).id for slug in counted.present):
         source_ml[organ_id] = counted.by_id[organ_id] * source_voxel_ml
         found = bounds[organ_id - 1]
@@ -90,6 +133,10 @@ def carry_labels(labels: np.ndarray, source: Geometry, target: Geometry, schema:
         region = tuple(slice(a, b) for a, b in zip(*box))
         i, j, k = (np.arange(a, b, dtype=np.float64) for a, b in zip(*box))
         coverage = np.zeros(tuple(b - a for a, b in zip(*box)), dtype=np.float32)
+        if along is not None:  # grids whose axes run along each other: each source index hangs on one target axis
+            _sample_along_axes(coverage, labels, organ_id, target_to_source, along, (i, j, k), offsets, found)
+            fractions[organ_id] = (region, coverage / len(offsets))
+            continue
         for offset in offsets:
             points = [
                 target_to_source[r, 0] * (i[:, None, None] + offset[0])

@@ -18,7 +18,7 @@ import numpy as np
 from umd_dataset.errors import GridMismatchError, SegmentationError
 from umd_dataset.io.dicom import SEG_SOP_CLASS, plane_tags, slice_position, volume_affine
 from umd_dataset.io.files import atomic_path
-from umd_dataset.io.geometry import LPS_TO_RAS, Geometry, support_box
+from umd_dataset.io.geometry import LPS_TO_RAS, Geometry
 from umd_dataset.schema.organs import LabelSchema
 
 __all__ = ["Segment", "SegFile", "read_dicom_seg", "write_seg", "write_seg_file"]
@@ -26,7 +26,9 @@ __all__ = ["Segment", "SegFile", "read_dicom_seg", "write_seg", "write_seg_file"
 
 @dataclass
 class Segment:
-    """One segment of a SEG: its number, label, coded concept and mask (bool, on the read grid)."""
+    """One segment of a SEG: its number, label, coded concept and mask (bool, on the read grid, in
+    Fortran order: each frame is one contiguous plane of it, and nothing reorders the whole volume;
+    harmonization reorders only each organ's box)."""
 
     number: int
     label: str
@@ -96,6 +98,8 @@ def read_dicom_seg(path: str | os.PathLike, target: Geometry | None = None, frac
         maximum = float(getattr(ds, "MaximumFractionalValue", 255))
         pixels = pixels >= fractional_threshold * maximum
         notes.append(f"FRACTIONAL segmentation thresholded at {fractional_threshold} x {maximum:g}.")
+    elif pixels.dtype == np.uint8 and int(pixels.max(initial=0)) <= 1:  # unpacked 1-bit frames: 0 and 1, read as bool without a copy
+        pixels = pixels.view(bool)
     else:
         pixels = pixels.astype(bool)
 
@@ -194,22 +198,10 @@ def read_dicom_seg(path: str | os.PathLike, target: Geometry | None = None, frac
         modifier = modifier or _first(item, "AnatomicRegionModifierSequence")
         mask = by_number.get(number)
         if mask is None:
-            mask = np.zeros(target.shape, dtype=bool)
+            mask = np.zeros(target.shape, dtype=bool, order="F")
             notes.append(f"segment {number} ({getattr(item, 'SegmentLabel', '')}) has no frame.")
-        segments.append(Segment(number, str(getattr(item, "SegmentLabel", "")), _code(prop), _code(modifier), _in_c_order(mask)))
+        segments.append(Segment(number, str(getattr(item, "SegmentLabel", "")), _code(prop), _code(modifier), mask))
     return SegFile(str(Path(path)), target, segments, notes)
-
-
-def _in_c_order(mask: np.ndarray) -> np.ndarray:
-    """A mask placed in Fortran order (each frame one block) in C order, as every other reader gives
-    masks: only the bounding box of its foreground is copied across strides."""
-    if mask.flags.c_contiguous:
-        return mask
-    out = np.zeros(mask.shape, dtype=bool)
-    box = support_box(mask)
-    if box is not None:
-        out[box] = mask[box]
-    return out
 
 
 def _place_as_block(mask: np.ndarray, frame: np.ndarray, start: np.ndarray, step_c: np.ndarray, step_r: np.ndarray) -> bool:

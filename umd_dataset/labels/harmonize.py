@@ -55,8 +55,8 @@ from umd_dataset.errors import (
     spell,
 )
 from umd_dataset.io.files import read_json, write_json
-from umd_dataset.io.geometry import Geometry
-from umd_dataset.io.nifti import load_nifti, nifti_label_names, write_nifti
+from umd_dataset.io.geometry import Geometry, support_box
+from umd_dataset.io.nifti import load_nifti, nifti_label_names, to_c_order, write_nifti
 from umd_dataset.schema.names import Resolution, name_index, table_from_dataset_json
 from umd_dataset.schema.organs import SCHEMA_VERSIONS, LabelSchema, load_schema
 from umd_dataset.schema.sources import SourceTable, families, load_source
@@ -516,17 +516,15 @@ def _finish_masks(
             if options.empty == "error":
                 raise EmptyOrganError(f"{record.file}: the mask of {record.name!r} ({record.organ}) is empty (empty='error').")
     provenance.labels = [r for r, _ in members]
-    per_organ: dict[str, np.ndarray] = {}
+    grouped: dict[str, list[np.ndarray]] = {}
     files: dict[str, list[str]] = {}
     for record, mask in members:
         if record.status != "mapped":
             continue
-        if record.organ in per_organ:
-            per_organ[record.organ] |= mask
-        else:
-            per_organ[record.organ] = mask.copy()
+        grouped.setdefault(record.organ, []).append(mask)
         files.setdefault(record.organ, []).append(record.file or record.name)
-    volumes = {slug: int(np.count_nonzero(mask)) for slug, mask in per_organ.items()}
+    per_organ = {slug: _union_in_box(masks) for slug, masks in grouped.items()}  # (box, the union inside it)
+    volumes = {slug: int(np.count_nonzero(mask)) for slug, (_, mask) in per_organ.items()}
     if isinstance(options.overlap, str) and options.overlap in ("error", "smallest", "largest"):
         sign = -1 if options.overlap == "largest" else 1
         order = sorted(per_organ, key=lambda s: (sign * volumes[s] if options.overlap != "error" else 0, schema.organ(s).id))
@@ -534,17 +532,18 @@ def _finish_masks(
         priority = [schema.organ(s).slug for s in options.overlap]
         order = sorted(per_organ, key=lambda s: (priority.index(s) if s in priority else len(priority), schema.organ(s).id))
     canonical = np.zeros(geometry.shape, dtype=np.uint8)
-    for slug in order:
-        mask = per_organ[slug]
-        claimed = mask & (canonical != 0)
+    for slug in order:  # every step inside the organ's box: the rest of the volume is not its business
+        box, mask = per_organ[slug]
+        region = canonical[box]  # a view: writes land in `canonical`
+        claimed = mask & (region != 0)
         if claimed.any():
-            owners = np.bincount(canonical[claimed], minlength=len(schema) + 1)
+            owners = np.bincount(region[claimed], minlength=len(schema) + 1)
             for owner_id in np.flatnonzero(owners):
                 owner = schema.organ(int(owner_id)).slug
                 provenance.overlaps.append(
                     OverlapRecord((owner, slug), int(owners[owner_id]), owner, tuple(files[owner] + files[slug]))
                 )
-        canonical[mask & (canonical == 0)] = schema.organ(slug).id
+        region[mask & (region == 0)] = schema.organ(slug).id
     if options.overlap == "error" and provenance.overlaps:
         shown = "; ".join(
             f"{o.organs[0]} and {o.organs[1]} share {o.voxels} voxels ({', '.join(o.files)})" for o in provenance.overlaps
@@ -558,6 +557,19 @@ def _finish_masks(
     provided = {r.organ for r, _ in members if r.organ}
     provenance.absent = [o.slug for o in schema if o.slug in provided and o.slug not in provenance.organ_voxels]
     return Harmonized(canonical, geometry.affine, provenance)
+
+
+def _union_in_box(masks: list[np.ndarray]) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The bounding box of the union of same-grid boolean masks, and the union inside it (an empty
+    union: an empty box)."""
+    boxes = [b for b in (support_box(m) for m in masks) if b is not None]
+    if not boxes:
+        return (slice(0, 0),) * masks[0].ndim, np.zeros((0,) * masks[0].ndim, dtype=bool)
+    box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(len(boxes[0])))
+    union = np.array(masks[0][box], order="K")  # a DICOM SEG's masks are Fortran-ordered (frames are planes)
+    for mask in masks[1:]:
+        union |= mask[box]
+    return box, to_c_order(union)  # the layout of the canonical map it goes into
 
 
 def _mask_files(folder: Path) -> dict[str, Path]:
