@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -97,47 +98,55 @@ def image_from_bytes(data: bytes, where: str = "<bytes>"):
             from isal import igzip
 
             data = igzip.decompress(data)
-        nifti2 = 540 in (int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big"))  # sizeof_hdr
-        return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
-    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as error:
-        raise UnreadableFileError(f"{where} is not a readable NIfTI file ({type(error).__name__}: {error}).") from error
+        return (nib.Nifti2Image if _is_nifti2(data) else nib.Nifti1Image).from_bytes(data)
+    except _read_errors() as error:
+        raise _unreadable(where, error) from error
 
 
-class _voxel_stream:
+def _is_nifti2(head: bytes) -> bool:
+    return 540 in (int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big"))  # sizeof_hdr, either byte order
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What nibabel and the gzip readers raise on bytes that are no readable NIfTI file."""
+    import nibabel as nib
+
+    return OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError
+
+
+def _unreadable(where: str, error: BaseException) -> UnreadableFileError:
+    return UnreadableFileError(f"{where} is not a readable NIfTI file ({type(error).__name__}: {error}).")
+
+
+@contextmanager
+def _voxel_stream(data: bytes, where: str):
     """``with _voxel_stream(data, where) as (header, stream)``: the parsed header and a file object
     positioned at the first voxel (an ISA-L gzip reader for a gzip stream, which checks the CRC and
     length when read to its end)."""
+    import nibabel as nib
 
-    def __init__(self, data: bytes, where: str) -> None:
-        self.data, self.where = data, where
+    if data[:2] == b"\x1f\x8b":
+        from isal import igzip
 
-    def __enter__(self):
-        import nibabel as nib
-
+        stream = igzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
+    else:
+        stream = io.BytesIO(data)
+    with stream:
         try:
-            if self.data[:2] == b"\x1f\x8b":
-                from isal import igzip
-
-                self.stream = igzip.GzipFile(fileobj=io.BytesIO(self.data), mode="rb")
-            else:
-                self.stream = io.BytesIO(self.data)
-            head = self.stream.read(352)
-            nifti2 = 540 in (int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big"))  # sizeof_hdr
+            head = stream.read(352)
+            nifti2 = _is_nifti2(head)
             if nifti2:
-                head += self.stream.read(544 - len(head))
+                head += stream.read(544 - len(head))
             klass = nib.Nifti2Header if nifti2 else nib.Nifti1Header
             size = 540 if nifti2 else 348  # the header without its extension flag: where do the voxels start
             offset = int(klass.from_fileobj(io.BytesIO(head[:size] + bytes(4)), check=False).get_data_offset())
-            head += self.stream.read(max(0, offset - len(head)))
+            head += stream.read(max(0, offset - len(head)))
             header = klass.from_fileobj(io.BytesIO(head))
-        except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as error:
-            raise UnreadableFileError(f"{self.where} is not a readable NIfTI file ({type(error).__name__}: {error}).") from error
+        except _read_errors() as error:
+            raise _unreadable(where, error) from error
         if len(head) < max(offset, 348):
-            raise UnreadableFileError(f"{self.where} is not a readable NIfTI file: it ends inside its header ({len(head)} bytes).")
-        return header, self.stream
-
-    def __exit__(self, *exc) -> None:
-        self.stream.close()
+            raise UnreadableFileError(f"{where} is not a readable NIfTI file: it ends inside its header ({len(head)} bytes).")
+        yield header, stream
 
 
 #: The edge of the blocks `to_c_order` copies (32^3 voxels: 128 KiB of float32, in the CPU's L2 cache).
@@ -253,7 +262,7 @@ def _slabs_into(out: np.ndarray, stream, stored: np.dtype, where: str) -> None:
             if isinstance(item, BaseException):
                 if isinstance(item, UnreadableFileError):
                     raise item
-                raise UnreadableFileError(f"{where} is not a readable NIfTI file ({type(item).__name__}: {item}).") from item
+                raise _unreadable(where, item) from item
             z, buffer = item
             depth = min(_SLAB, z_size - z)
             slab = np.frombuffer(buffer, dtype=stored, count=x_size * y_size * depth).reshape((x_size, y_size, depth), order="F")
@@ -287,8 +296,8 @@ def load_nifti(path: str | os.PathLike):
             return image_from_bytes(handle.read(), path)
     try:
         return nib.load(path)
-    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as error:
-        raise UnreadableFileError(f"{path} is not a readable NIfTI file ({type(error).__name__}: {error}).") from error
+    except _read_errors() as error:
+        raise _unreadable(path, error) from error
 
 
 def read_nifti_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray, str]:
