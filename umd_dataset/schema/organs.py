@@ -190,7 +190,8 @@ class LabelSchema:
     def count_voxels(self, labels: np.ndarray) -> VoxelCounts:
         """Voxels of each organ in a label map, and the values that are no id of this schema.
 
-        One pass over the voxels (`numpy.bincount`). Negative values are reported as invalid.
+        One pass over the voxels (`numpy.bincount`; uint8 and bool maps two voxels at a time,
+        `_count_bytes`). Negative values are reported as invalid.
 
         Raises:
             MaskValueError: the array is not an integer or bool array.
@@ -205,14 +206,33 @@ class LabelSchema:
         if values.dtype.kind == "i" and flat.size and flat.min() < 0:
             negative = tuple(int(v) for v in np.unique(flat[flat < 0]))
             flat = flat[flat >= 0]
-        counts = np.zeros(max(len(self) + 1, 1), dtype=np.int64)
-        for start in range(0, flat.size, 1 << 22):  # in blocks: bincount makes an intp copy of what it counts
-            part = np.bincount(flat[start : start + (1 << 22)])
-            if len(part) > len(counts):
-                counts = np.concatenate([counts, np.zeros(len(part) - len(counts), np.int64)])
-            counts[: len(part)] += part
+        if flat.dtype == np.uint8:
+            counts = _count_bytes(flat)
+        else:
+            counts = np.zeros(max(len(self) + 1, 1), dtype=np.int64)
+            for start in range(0, flat.size, 1 << 22):  # in blocks: bincount makes an intp copy of what it counts
+                part = np.bincount(flat[start : start + (1 << 22)])
+                if len(part) > len(counts):
+                    counts = np.concatenate([counts, np.zeros(len(part) - len(counts), np.int64)])
+                counts[: len(part)] += part
         above = tuple(int(v) for v in np.flatnonzero(counts[len(self) + 1 :]) + len(self) + 1)
         return VoxelCounts(self, tuple(int(c) for c in counts[: len(self) + 1]), negative + above)
+
+
+def _count_bytes(flat: np.ndarray) -> np.ndarray:
+    """How often each value 0..255 occurs in a contiguous uint8 array, counted two voxels at a time:
+    its bytes read as uint16 pairs go into 65536 bins, and a value's count is the sum of its row and
+    column of the pair table (twice as fast as a bincount of the bytes, whose intp copy dominates)."""
+    counts = np.zeros(256, dtype=np.int64)
+    even = flat.size - flat.size % 2
+    if flat.size % 2:
+        counts[flat[-1]] += 1
+    pairs = np.ascontiguousarray(flat[:even]).view(np.uint16)
+    table = np.zeros(1 << 16, dtype=np.int64)
+    for start in range(0, pairs.size, 1 << 22):
+        table += np.bincount(pairs[start : start + (1 << 22)], minlength=1 << 16)
+    table = table.reshape(256, 256)
+    return counts + table.sum(axis=0) + table.sum(axis=1)
 
 
 @dataclass(frozen=True)
