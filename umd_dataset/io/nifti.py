@@ -181,13 +181,19 @@ def _reordered(array: np.ndarray, dtype: np.dtype | None, order: str) -> np.ndar
     if done or array.ndim != 3:
         return np.asarray(array, dtype=dtype, order=order)
     out = np.empty(array.shape, dtype=dtype, order=order)
-    x_size, y_size, z_size = array.shape
-    for x in range(0, x_size, _BLOCK):
-        for y in range(0, y_size, _BLOCK):
-            for z in range(0, z_size, _BLOCK):
-                block = (slice(x, x + _BLOCK), slice(y, y + _BLOCK), slice(z, z + _BLOCK))
-                out[block] = array[block]
+    _copy_in_blocks(out, array, (_BLOCK, _BLOCK, _BLOCK))
     return out
+
+
+def _copy_in_blocks(out: np.ndarray, array: np.ndarray, edges: tuple[int, int, int]) -> None:
+    """``out[...] = array`` one block of `edges` at a time, so that a copy between C and Fortran
+    order reads and writes within the cache instead of missing it at every element."""
+    x_size, y_size, z_size = array.shape
+    for x in range(0, x_size, edges[0]):
+        for y in range(0, y_size, edges[1]):
+            for z in range(0, z_size, edges[2]):
+                block = (slice(x, x + edges[0]), slice(y, y + edges[1]), slice(z, z + edges[2]))
+                out[block] = array[block]
 
 
 def decode_c_order(data: bytes, dtype: np.dtype | None = None, where: str = "<bytes>") -> tuple[np.ndarray, object]:
@@ -269,9 +275,7 @@ def _slabs_into(out: np.ndarray, stream, stored: np.dtype, where: str) -> None:
             if cast is not None:  # converted in place first: a contiguous cast, then a same-dtype reorder (25% faster)
                 np.copyto(cast[:, :, :depth], slab)
                 slab = cast[:, :, :depth]
-            for x in range(0, x_size, _TILE):
-                for y in range(0, y_size, _TILE):
-                    out[x : x + _TILE, y : y + _TILE, z : z + depth] = slab[x : x + _TILE, y : y + _TILE]
+            _copy_in_blocks(out[:, :, z : z + depth], slab, (_TILE, _TILE, depth))
             free.put(buffer)
     finally:
         stop.set()

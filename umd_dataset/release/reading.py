@@ -86,11 +86,7 @@ def load_image(release, record: ScanRecord, which: str = "image"):
         ReleaseNotFoundError, CorruptFileError: see `read_bytes`; or a header that disagrees with
             the manifest (the message names the file, both values and the fix).
     """
-    path, data = read_bytes(release, record, which)
-    try:
-        image = image_from_bytes(data, str(path))
-    except UnreadableFileError as error:
-        raise CorruptFileError(f"{error} Run `umd verify {release.root}`.") from error
+    path, image = _decoded(release, record, which, image_from_bytes)
     _check_header(release, record, which, path, image.header)
     return image
 
@@ -100,12 +96,18 @@ def read_c_order(release, record: ScanRecord, which: str = "image", dtype=None) 
     or label map, verified as `load_image` verifies, decoded by `umd_dataset.io.nifti.decode_c_order`
     (reordered while it decompresses: about the time of a plain read, where reading and then
     reordering takes twice as long)."""
+    path, (array, header) = _decoded(release, record, which, lambda data, where: decode_c_order(data, dtype, where))
+    return array, _check_header(release, record, which, path, header)
+
+
+def _decoded(release, record: ScanRecord, which: str, decode):
+    """(path, ``decode(bytes, path)``) of a scan's file read verified (`read_bytes`); bytes that do
+    not decode are a `CorruptFileError` that says to run ``umd verify``."""
     path, data = read_bytes(release, record, which)
     try:
-        array, header = decode_c_order(data, dtype, str(path))
+        return path, decode(data, str(path))
     except UnreadableFileError as error:
         raise CorruptFileError(f"{error} Run `umd verify {release.root}`.") from error
-    return array, _check_header(release, record, which, path, header)
 
 
 def _check_header(release, record: ScanRecord, which: str, path: Path, header) -> np.ndarray:
