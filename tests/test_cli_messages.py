@@ -339,7 +339,7 @@ def test_the_demo_folder_and_evaluation_runs_are_ignored_by_git():
 def test_the_cli_imports_no_heavy_library_for_help():
     import subprocess
 
-    code = ("import sys, umd_dataset.cli; heavy = {'torch', 'pandas', 'scipy', 'datasets', 'monai'} & set(sys.modules); "
+    code = ("import sys, umd_dataset.cli; heavy = {'torch', 'pandas', 'scipy', 'datasets', 'monai', 'numba'} & set(sys.modules); "
             "print(json.dumps(sorted(heavy)))")
     result = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True)
     assert result.returncode == 0 and json.loads(result.stdout) == [], result.stdout + result.stderr

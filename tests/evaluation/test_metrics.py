@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -93,6 +94,27 @@ def test_edge_cases():
     assert missed.hd95 == pytest.approx(diagonal) and missed.assd == pytest.approx(diagonal)
     extra = case_metrics(empty, full, spacing)
     assert (extra.edge_case, extra.dice, extra.fp) == ("false_positive", 0.0, 8)
+
+
+def test_rows_hold_plain_numbers_that_json_writes():
+    reference = np.zeros((6, 6, 6), bool)
+    reference[1:4, 1:4, 1:4] = True
+    row = case_metrics(reference, np.roll(reference, 1, 0), (1.0, 1.0, 2.0)).as_row()
+    assert all(type(row[k]) is int for k in ("tp", "fp", "fn", "n_ref", "n_pred"))
+    assert json.loads(json.dumps(row))["tp"] == 18
+
+
+def test_sorted_by_distance_then_area_as_the_reference_sorts_its_pairs():
+    from umd_dataset.evaluation.metrics import _area_table, _distance_then_area
+
+    rng = np.random.default_rng(2)
+    spacing = (0.7, 1.1, 2.5)
+    codes = rng.integers(1, 255, 5000).astype(np.uint8)
+    distances = np.sqrt(rng.integers(0, 30, 5000) * 0.49)  # many ties
+    distances[rng.random(5000) < 0.3] = 0.0
+    distances[:7] = np.inf
+    areas = _area_table(spacing)[codes]
+    assert np.array_equal(_distance_then_area(distances, codes, spacing), np.lexsort((areas, distances)))
 
 
 def test_non_bool_masks_are_rejected():
