@@ -4,6 +4,7 @@ statistics, plots and a report (`evaluate`).
 - `case`: the model protocol (`Case`, automatic and promptable models, output checks);
 - `prompts`: simulated prompts, seeded;
 - `metrics`: Dice, NSD, HD95, ASSD on the surfels of DeepMind's reference;
+- `surfels`: the loops under them, compiled with numba (surfels, exact nearest surfels);
 - `adapters`: wrappers that make any model callable by `evaluate`, and the models of the paper;
 - `protocol`: the UMD paper's protocol as a preset (its prompts, its reported scores);
 - `baselines`: region growing, the noisy oracle, the demo's voxel classifier, the U-Net of the training example;
