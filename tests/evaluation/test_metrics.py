@@ -50,6 +50,9 @@ CASES = {
         np.pad(np.ones((18, 16, 10), bool), ((2, 5), (0, 3), (0, 0))),
         (1.0, 2.0, 4.0),
     ),
+    "a false positive across the array (far sources)": lambda rng: (lambda a: (a, a | np.roll(a, 52, 0), (0.8, 0.8, 2.0)))(
+        np.pad(blob(rng, (14, 16, 12), 2, 0.0), ((2, 54), (2, 2), (2, 2)))
+    ),
     "boundary noise": lambda rng: (lambda a: (a, a ^ (ndimage.binary_dilation(a) & (rng.random(a.shape) < 0.3)), (1.1, 0.9, 2.0)))(
         blob(rng, (36, 36, 30), 4, 0.02)
     ),
@@ -182,8 +185,9 @@ def test_distances_equal_to_the_tolerance_count_as_the_reference_counts_them(nam
 @pytest.mark.parametrize("spacing", [(0.98, 0.98, 2.5), (4.0, 4.0, 4.0), (0.4, 0.4, 0.4), (0.7, 1.9, 3.3)])
 @pytest.mark.parametrize("shift", [(0, 0, 0), (1, 0, 1), (3, 2, 0), (9, -7, 4)])
 def test_surfel_distances_equal_the_reference_on_every_search_path(spacing, shift):
-    """Near surfels are found by index offsets, far ones in a k-d tree (first within a bound): the
-    sorted distance arrays equal the reference's, whichever path each surfel took."""
+    """Shared surfels are at 0, the others are searched in the cells around them (`evaluation/surfels`;
+    far sources, in blocks of cells, are checked in test_surfels): the sorted distance arrays equal
+    the reference's, at spacings that give the cells 1 to 6 voxels along an axis."""
     rng = np.random.default_rng(sum(shift) + int(10 * spacing[2]))
     reference = blob(rng, (34, 30, 26), 3, 0.05)
     prediction = np.roll(reference ^ (ndimage.binary_dilation(reference) & (rng.random(reference.shape) < 0.2)), shift, (0, 1, 2))
