@@ -138,3 +138,25 @@ def test_workers_is_the_number_of_threads(monkeypatch):
     assert pools == [2, 2]
     assert np.array_equal(one.distances_ref_to_pred, two.distances_ref_to_pred)
     assert np.array_equal(one.distances_pred_to_ref, two.distances_pred_to_ref)
+
+
+def test_without_a_writable_cache_the_loops_compile_uncached_with_a_warning(monkeypatch):
+    import numba
+
+    real = numba.njit
+
+    def no_cache_folder(*args, **kwargs):
+        if kwargs.get("cache"):
+            def decorate(function):
+                raise RuntimeError(f"cannot cache function {function.__name__!r}: no locator available for file 'surfels.py'")
+            return decorate
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", no_cache_folder)
+    compiled._compiled.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="set NUMBA_CACHE_DIR to a writable folder"):
+            codes, points, _ = surfels(np.pad(np.ones((2, 2, 2), bool), 1))
+        assert len(points) == 26 and codes[2, 2, 2] == 255
+    finally:
+        compiled._compiled.cache_clear()

@@ -23,12 +23,15 @@ distances that `metrics` reports (of equally near surfels, whichever is met firs
 bound that prunes is made of the same squared steps and never exceeds a candidate's own sum.
 
 Compiled on first use (``nogil``: a caller's threads answer chunks of sources side by side) and
-cached on disk next to this file, or in numba's user cache where that is not writable.
+cached on disk next to this file, or in numba's user cache where that is not writable
+(``NUMBA_CACHE_DIR`` chooses the folder; with none writable, they are compiled in every process,
+with a warning).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -40,11 +43,28 @@ REACH = 3  # cells up to this many apart (per axis) are visited nearest first
 BLOCK_CELLS = 4  # beyond them, blocks of this many cells a side are pruned by their boxes before their cells
 
 
-@lru_cache(maxsize=1)
-def _compiled():
+def _jit(function):
+    """numba's ``njit(nogil=True)``, cached on disk; where numba finds no writable folder for its cache
+    (neither next to this file nor the user's cache folder), uncached, with a warning."""
     import numba
 
-    jit = numba.njit(cache=True, nogil=True)
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError as error:
+        if "cannot cache" not in str(error):
+            raise
+        warnings.warn(
+            "umd_dataset: numba finds no writable folder for its cache, so the metric loops are compiled again in every "
+            "process (a few seconds each time); set NUMBA_CACHE_DIR to a writable folder to keep them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return numba.njit(nogil=True)(function)
+
+
+@lru_cache(maxsize=1)
+def _compiled():
+    jit = _jit
 
     @jit
     def codes_of(padded, codes):  # pragma: no cover - compiled
