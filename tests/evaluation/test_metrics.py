@@ -120,6 +120,18 @@ def test_sorted_by_distance_then_area_as_the_reference_sorts_its_pairs():
     assert np.array_equal(_distance_then_area(distances, codes, spacing), np.lexsort((areas, distances)))
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 0.0, 2.0), (1.0, -1.0, 2.0), (1.0, float("nan"), 2.0), (1.0, 2.0), "1,1,1", None])
+def test_a_spacing_that_is_not_three_positive_sizes_is_named(spacing):
+    from umd_dataset.errors import InvalidOptionError
+
+    mask = np.zeros((4, 4, 4), bool)
+    mask[1:3, 1:3, 1:3] = True
+    for call in (lambda: case_metrics(mask, mask, spacing), lambda: surface_distances(mask, mask, spacing),
+                 lambda: organ_metrics(mask.astype(np.uint8), mask.astype(np.uint8), spacing, [1])):
+        with pytest.raises(InvalidOptionError, match=r"spacing_mm must be three positive, finite voxel sizes in mm .*got"):
+            call()
+
+
 def test_non_bool_masks_are_rejected():
     with pytest.raises(MaskValueError, match="must be a bool numpy array"):
         surface_distances(np.ones((3, 3, 3), np.uint8), np.ones((3, 3, 3), bool), (1, 1, 1))

@@ -55,7 +55,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from umd_dataset.errors import MaskValueError
+from umd_dataset.errors import InvalidOptionError, MaskValueError
 from umd_dataset.io.geometry import label_boxes, support_box
 
 __all__ = [
@@ -97,6 +97,19 @@ def _check_bool(name: str, mask: np.ndarray) -> None:
         raise MaskValueError(f"{name} must be a bool numpy array (got {getattr(mask, 'dtype', type(mask).__name__)}); masks are not cast.")
 
 
+def _checked_spacing(spacing_mm) -> tuple[float, float, float]:
+    try:
+        spacing = tuple(float(s) for s in spacing_mm)
+    except (TypeError, ValueError):
+        spacing = ()
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise InvalidOptionError(
+            f"spacing_mm must be three positive, finite voxel sizes in mm (one per array axis), got {spacing_mm!r}; "
+            "pass the scan's spacing, e.g. Case.spacing_mm or the zooms of its NIfTI header."
+        )
+    return spacing
+
+
 @dataclass
 class SurfaceDistances:
     """Directed surfel distances and areas, sorted by distance (as the reference returns them)."""
@@ -121,7 +134,7 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing_mm,
     _check_bool("prediction", prediction)
     if reference.shape != prediction.shape or reference.ndim != 3:
         raise MaskValueError(f"masks must be 3D and of one shape, got {reference.shape} and {prediction.shape}")
-    spacing = tuple(float(s) for s in spacing_mm)
+    spacing = _checked_spacing(spacing_mm)
     region = support_box(reference | prediction)
     empty = np.zeros(0)
     if region is None:
@@ -250,6 +263,7 @@ def case_metrics(
     """
     _check_bool("reference", reference)
     _check_bool("prediction", prediction)
+    spacing_mm = _checked_spacing(spacing_mm)
     n_ref, n_pred = int(np.count_nonzero(reference)), int(np.count_nonzero(prediction))
     tp = int(np.count_nonzero(reference & prediction))
     counts = {"tp": tp, "fp": n_pred - tp, "fn": n_ref - tp, "n_ref": n_ref, "n_pred": n_pred}
@@ -287,6 +301,7 @@ def organ_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_mm, org
 
     if reference.shape != prediction.shape:
         raise MaskValueError(f"label maps of different shapes: {reference.shape} and {prediction.shape}")
+    spacing_mm = _checked_spacing(spacing_mm)
     top = max(organ_ids)
     boxes_ref = label_boxes(reference, top, workers)
     boxes_pred = label_boxes(prediction, top, workers)
