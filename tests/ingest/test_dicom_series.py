@@ -117,6 +117,18 @@ def test_corrupt_and_non_dicom_files_are_reported_not_fatal(tmp_path):
     assert sorted(os.path.basename(p.path) for p in found.skipped) == ["notes.txt", "random.dcm"]
 
 
+def test_a_file_that_cannot_be_opened_is_reported_with_the_others_read(tmp_path):
+    """Files are read ahead in threads and parsed in order: one that cannot be opened (here a link to
+    nothing) is a problem of its own, and every other file still counts, in path order."""
+    ct = get_testdata_file("CT_small.dcm", download=False)
+    for index in range(12):
+        shutil.copy(ct, tmp_path / f"{index:02d}.dcm")
+    (tmp_path / "05b.dcm").symlink_to(tmp_path / "gone.dcm")
+    found = discover(tmp_path, workers=3)
+    assert [(os.path.basename(p.path), p.reason.split(":")[0]) for p in found.problems] == [("05b.dcm", "unreadable")]
+    assert [os.path.basename(h.path) for h in found.series[0].headers] == [f"{index:02d}.dcm" for index in range(12)]
+
+
 def test_gantry_tilt_is_corrected_and_reported(tmp_path):
     from datetime import datetime
 

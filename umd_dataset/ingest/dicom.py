@@ -163,6 +163,15 @@ class Discovery:
         return grouped
 
 
+def _read_ahead(path: str) -> None:
+    """Read the start of a file, so that parsing its header finds it in the OS cache."""
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1 << 16)
+    except OSError:
+        return  # `_read_header` reads it again and reports why it cannot
+
+
 def _read_header(path: str) -> tuple[Header | None, FileProblem | None, bool]:
     """(header, problem, is_dicom). Non-DICOM files are skipped quietly but listed."""
     import pydicom
@@ -198,7 +207,10 @@ def discover(root: str | os.PathLike, *, workers: int | None = None, progress: b
     headers: list[Header] = []
     problems, skipped = [], []
     with ThreadPoolExecutor(workers) as pool:
-        results = track(pool.map(_read_header, paths), total=len(paths), desc="read headers", unit="file", enabled=progress)
+        # `workers` threads read the files ahead (I/O releases the GIL), this one parses them in order: parsing
+        # is Python, and threads that parse side by side only queue for the GIL (twice as slow on 2 cores)
+        pool.map(_read_ahead, paths)
+        results = track(map(_read_header, paths), total=len(paths), desc="read headers", unit="file", enabled=progress)
         for header, problem, is_dicom in results:
             if header is not None:
                 headers.append(header)
