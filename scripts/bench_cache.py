@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _benchdata import full_size_petct  # scripts/, beside this one
 
 
 def main() -> None:
@@ -48,14 +49,9 @@ def main() -> None:
     import torchio as tio
 
     from umd_dataset.views.cache import build_cache
-    from umd_dataset.synthetic.release import SynthConfig, synthesize
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = SynthConfig(subjects=1, preset="full", petct_only_fraction=1.0, petmri_only_fraction=0.0, name="bench")
-        start = time.perf_counter()
-        release = synthesize(Path(tmp) / "release", config)
-        ct = release.select(scan="ct")[0]
-        print(f"release: one full-size PET/CT ({ct.shape} CT) in {time.perf_counter() - start:.1f} s")
+        release, ct = full_size_petct(Path(tmp) / "release")
         start = time.perf_counter()
         cache = build_cache(release, Path(tmp) / "cache", codec=args.codec)
         print(f"cache built in {time.perf_counter() - start:.1f} s")

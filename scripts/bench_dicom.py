@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _benchdata import full_size_petct  # scripts/, beside this one
 
 
 def make_series(folder: Path, slices: int) -> None:
@@ -98,12 +99,11 @@ def bench_ingest(rounds: int) -> None:
 
     from umd_dataset.ingest import IngestOptions, ingest
     from umd_dataset.synthetic.dicom import write_dicom_study
-    from umd_dataset.synthetic.release import SynthConfig, synthesize
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()
-        release = synthesize(tmp / "release", SynthConfig(subjects=1, preset="full", petmri_only_fraction=0, petct_only_fraction=1))
+        release, _ = full_size_petct(tmp / "release")
         subject = next(iter(release.subjects.values()))
         written = write_dicom_study(release, subject.id, "petct", tmp / "dicom")
         series = sorted({p.parent for p in Path(written["folder"]).rglob("*") if p.is_file()})

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _benchdata import full_size_petct  # scripts/, beside this one
 
 
 def main() -> None:
@@ -39,16 +40,11 @@ def main() -> None:
 
     from umd_dataset.views.pytorch import ScanDataset
     from umd_dataset.io import read_nifti
-    from umd_dataset.synthetic.release import SynthConfig, synthesize
     from umd_dataset.views.export import export_hf
 
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:
-        config = SynthConfig(subjects=1, preset="full", petct_only_fraction=1.0, petmri_only_fraction=0.0, name="bench")
-        start = time.perf_counter()
-        release = synthesize(Path(tmp) / "release", config)
-        ct = release.select(scan="ct")[0]
-        print(f"release: one full-size PET/CT ({ct.shape} CT) in {time.perf_counter() - start:.1f} s")
+        release, ct = full_size_petct(Path(tmp) / "release")
         export = export_hf(release, Path(tmp) / "export")
         hub = datasets.load_dataset(str(export), "petct", split=ct.split, cache_dir=str(Path(tmp) / "hf-cache"))
         row_index = [i for i, s in enumerate(hub["scan"]) if s == "ct"][0]
